@@ -1,0 +1,54 @@
+# The two commands of the README: `make demo` (the main job) and `make test`.
+# Both set up .venv/ from requirements/lock.txt first; that step is a no-op when nothing changed.
+SHELL := /bin/bash
+ROOT := $(abspath .)
+VENV := $(ROOT)/.venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PYTHON ?= python3
+
+# The embedded Airflow default: everything lives inside the checkout (var/ is git-ignored).
+export AIRFLOW_HOME := $(ROOT)/var/airflow
+export AIRFLOW__CORE__DAGS_FOLDER := $(ROOT)/dags
+export AIRFLOW__CORE__LOAD_EXAMPLES := False
+export AIRFLOW__CORE__EXECUTOR := LocalExecutor
+export NPUFLOW_RUNS_DIR := $(ROOT)/var/runs
+export PYTHONWARNINGS := ignore
+
+.PHONY: setup demo test test-fast lint bench plan clean lock
+
+setup: $(STAMP)
+
+$(STAMP): requirements/lock.txt pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --no-deps -r requirements/lock.txt
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/npuflow demo ppyoloe_plus_crn_l_80e_coco --profile smoke
+
+test: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not e2e" $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+bench: $(STAMP)
+	$(PY) bench/dag_parse.py
+
+clean:
+	rm -rf var toolkits/*/output toolkits/*/output_inference
+
+# Re-resolve the pinned set (needs the registries; review the diff before committing).
+lock:
+	rm -rf /tmp/npuflow-lock && $(PYTHON) -m venv /tmp/npuflow-lock
+	/tmp/npuflow-lock/bin/pip install -q "apache-airflow==3.3.2" apache-airflow-providers-standard \
+	  "paddlepaddle==2.6.2" "paddledet==2.6.0" "paddleseg==2.8.0" "numpy<1.24" pycocotools pytest ruff wheel
+	/tmp/npuflow-lock/bin/pip check
+	{ sed -n '1,/^# Regenerate/p' requirements/lock.txt; /tmp/npuflow-lock/bin/pip freeze | grep -v '^-e'; } > requirements/lock.new
+	mv requirements/lock.new requirements/lock.txt

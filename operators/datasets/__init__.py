@@ -1,0 +1,1 @@
+"""Datasets: tiny format-faithful generators, preparation and validation. No Airflow here."""

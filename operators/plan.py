@@ -1,0 +1,265 @@
+"""Render a recipe + run parameters into the exact commands each stage runs.
+
+This is the one place where templates become argv lists. Each argv element is rendered on its own, so a value
+with spaces or shell characters stays one literal argument: nothing here is ever given to a shell.
+``npuflow plan`` prints what :func:`build_plan` returns, and the Airflow operators run exactly that.
+"""
+
+from __future__ import annotations
+
+import json
+import string
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from operators.launch import launch_argv
+from operators.recipe import PROJECT_ROOT, Recipe
+
+#: Parameters a user may set (trigger form, REST conf, ``npuflow plan --set``). None means "the profile's".
+PARAMS: dict[str, dict[str, Any]] = {
+    "profile": {"type": "string", "description": "Recipe profile: production on the NPU servers, smoke on CPU."},
+    "stages": {"type": "array", "description": "Stages to run; the others are skipped. Empty: all of them."},
+    "device_count": {"type": "integer", "minimum": 1, "maximum": 64,
+                     "description": "Cards (or CPU processes) per node. Default: the profile's."},
+    "devices": {"type": "string", "pattern": r"^[0-9]+(,[0-9]+)*$",
+                "description": "Card ids to use on each node, e.g. 0,1,2,3. Default: 0..device_count-1."},
+    "nnodes": {"type": "integer", "minimum": 1, "maximum": 64, "description": "Number of nodes."},
+    "node_rank": {"type": "integer", "minimum": 0, "maximum": 63, "description": "This node's rank."},
+    "master": {"type": "string", "pattern": r"^[A-Za-z0-9.\-]+:[0-9]{1,5}$",
+               "description": "host:port of the rank-0 node, needed when nnodes > 1."},
+    "epochs": {"type": "integer", "minimum": 1, "description": "Override the training length in epochs."},
+    "iters": {"type": "integer", "minimum": 1, "description": "Override the training length in iterations."},
+    "batch_size": {"type": "integer", "minimum": 1, "description": "Override the per-card batch size."},
+    "dataset_root": {"type": "string", "minLength": 1, "description": "Dataset folder. Default: the recipe's."},
+    "toolkit_dir": {"type": "string", "minLength": 1,
+                    "description": "Checkout of the toolkit (PaddleDetection, PaddleSeg, ModelZoo). Default: the recipe's."},
+}
+
+_TEMPLATE_PARAMS = ("epochs", "iters", "batch_size", "dataset_root", "toolkit_dir")
+
+
+class PlanError(ValueError):
+    """The recipe and parameters do not give a runnable command; the message says which value is wrong."""
+
+
+@dataclass
+class StageCommand:
+    name: str
+    kind: str
+    argv: list[str]
+    env: dict[str, str]
+    cwd: str
+    outputs: dict[str, list[str]] = field(default_factory=dict)
+    stage_dir: str = ""
+    enabled: bool = True
+    execution_timeout_minutes: int | None = None
+
+
+@dataclass
+class Plan:
+    dag_id: str
+    profile: str
+    run_id: str
+    run_dir: str
+    device: dict[str, Any]
+    dataset: dict[str, Any]
+    variables: dict[str, str]
+    stages: list[StageCommand]
+
+    def stage(self, name: str) -> StageCommand:
+        for stage in self.stages:
+            if stage.name == name:
+                return stage
+        raise PlanError(f"{self.dag_id}: no stage {name!r}; stages are {[s.name for s in self.stages]}")
+
+    def stage_of_kind(self, kind: str) -> StageCommand | None:
+        return next((s for s in self.stages if s.kind == kind), None)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class _Literal(str):
+    """A value used as is: builtins and user parameters are never expanded as templates."""
+
+
+class _Vars:
+    """Variables resolved lazily and recursively, so a var may be a template over other vars."""
+
+    def __init__(self, raw: dict[str, Any], where: str) -> None:
+        self.raw = raw
+        self.where = where
+        self.cache: dict[str, Any] = {}
+        self.stack: list[str] = []
+
+    def value(self, name: str) -> Any:
+        if name in self.cache:
+            return self.cache[name]
+        if name not in self.raw:
+            raise PlanError(f"{self.where}: unknown variable {{{name}}}; known: {sorted(self.raw)}")
+        if name in self.stack:
+            raise PlanError(f"{self.where}: variables refer to each other in a loop: {' -> '.join([*self.stack, name])}")
+        self.stack.append(name)
+        try:
+            raw = self.raw[name]
+            templated = isinstance(raw, str) and not isinstance(raw, _Literal)
+            value = self.render(raw, f"variable {name}") if templated else raw
+        finally:
+            self.stack.pop()
+        self.cache[name] = value
+        return value
+
+    def truthy(self, expr: str) -> bool:
+        negate = expr.startswith("!")
+        value = self.value(expr.lstrip("!"))
+        result = value not in (None, False, "", 0)
+        return not result if negate else result
+
+    def render(self, template: str, what: str) -> str:
+        out = []
+        for literal, name, spec, conv in string.Formatter().parse(template):
+            out.append(literal)
+            if name is None:
+                continue
+            if spec or conv:
+                raise PlanError(f"{self.where}: {what}: format specs are not supported in {{{name}}}")
+            # ``{a|b}``: the first of a, b that is set, so a user's value can stand in for a default.
+            value = next((v for v in map(self.value, name.split("|")) if v is not None), None)
+            if value is None:
+                raise PlanError(f"{self.where}: {what}: variable {{{name}}} is not set for this profile")
+            out.append(str(value).lower() if isinstance(value, bool) else str(value))
+        return "".join(out)
+
+
+def _device(recipe: Recipe, profile: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+    kind = profile["device"]["kind"]
+    count = params.get("device_count") or profile["device"]["count"]
+    devices = params.get("devices")
+    if devices is not None:
+        if kind == "cpu":
+            raise PlanError(f"{recipe.dag_id}: devices={devices!r} names cards, but this profile runs on the CPU")
+        ids = [int(x) for x in devices.split(",")]
+        if len(set(ids)) != len(ids):
+            raise PlanError(f"{recipe.dag_id}: devices={devices!r} repeats a card")
+        if params.get("device_count") and len(ids) != params["device_count"]:
+            raise PlanError(f"{recipe.dag_id}: devices={devices!r} is {len(ids)} cards but device_count={count}")
+        count = len(ids)
+    else:
+        ids = list(range(count))
+    nnodes = params.get("nnodes") or 1
+    node_rank = params.get("node_rank") or 0
+    if node_rank >= nnodes:
+        raise PlanError(f"{recipe.dag_id}: node_rank={node_rank} must be below nnodes={nnodes}")
+    if nnodes > 1 and not params.get("master"):
+        raise PlanError(f"{recipe.dag_id}: nnodes={nnodes} needs master=host:port of the rank-0 node")
+    return {"kind": kind, "count": count, "ids": ids, "nnodes": nnodes, "node_rank": node_rank,
+            "master": params.get("master")}
+
+
+def _render_args(items: list[Any], vs: _Vars, device: dict[str, Any], what: str) -> list[str]:
+    out: list[str] = []
+    for item in items:
+        if isinstance(item, str):
+            out.append(vs.render(item, what))
+        elif "launch" in item:
+            python = vs.render("{python}", what)
+            log_dir = vs.value("launch_log_dir") if "launch_log_dir" in vs.raw else None
+            out += launch_argv(item["launch"], python, item.get("python_args", []), device, log_dir)
+        elif "when" in item:
+            if vs.truthy(item["when"]):
+                out += _render_args(item["argv"], vs, device, what)
+        else:
+            values = _render_args(item["values"], vs, device, what)
+            if values:
+                out += [item["flag"], *values]
+    return out
+
+
+def _referenced(obj: Any) -> set[str]:
+    """Every variable name a recipe fragment mentions, in templates and in ``when`` conditions."""
+    if isinstance(obj, str):
+        return {part for _, name, _, _ in string.Formatter().parse(obj) if name for part in name.split("|")}
+    if isinstance(obj, dict):
+        names = {obj["when"].lstrip("!")} if isinstance(obj.get("when"), str) else set()
+        return names.union(*(_referenced(v) for v in obj.values()))
+    if isinstance(obj, list):
+        return set().union(*(_referenced(v) for v in obj))
+    return set()
+
+
+def check_params(params: dict[str, Any]) -> None:
+    """Refuse keys the DAG does not declare (Airflow accepts unknown conf keys silently)."""
+    unknown = sorted(set(params) - set(PARAMS))
+    if unknown:
+        raise PlanError(f"unknown parameter(s) {unknown}; allowed: {sorted(PARAMS)}")
+
+
+def build_plan(recipe: Recipe, params: dict[str, Any] | None = None, *, run_id: str = "manual",
+               runs_root: Path | None = None, interpreter: str | None = None) -> Plan:
+    """Resolve profile, variables and device layout, then render every stage's argv, env and cwd."""
+    params = {k: v for k, v in (params or {}).items() if v is not None and v != []}
+    check_params(params)
+    profile_name = params.get("profile") or recipe.default_profile
+    profile = recipe.profile(profile_name)
+    device = _device(recipe, profile, params)
+    from operators.rundir import run_dir_for
+
+    run_dir = run_dir_for(recipe.dag_id, run_id, runs_root)
+    splits = recipe.data["dataset"]["splits"]
+    builtins: dict[str, Any] = {
+        "dag_id": recipe.dag_id,
+        "run_id": run_id,
+        "run_dir": str(run_dir),
+        "profile": profile_name,
+        "interpreter": interpreter or sys.executable,
+        "project_root": str(PROJECT_ROOT),
+        "recipe_file": str(recipe.path),
+        "dataset_format": recipe.data["dataset"]["format"],
+        "dataset_source": json.dumps(profile["dataset_source"], sort_keys=True),
+        "device_kind": device["kind"],
+        "device_count": device["count"],
+        "devices": ",".join(map(str, device["ids"])),
+        "world_size": device["count"] * device["nnodes"],
+        **{f"split_{k}": v for k, v in splits.items()},
+    }
+    raw: dict[str, Any] = {
+        **recipe.data["vars"],
+        **profile.get("vars", {}),
+        **{k: _Literal(v) if isinstance(v, str) else v for k, v in builtins.items()},
+    }
+    used = _referenced(recipe.data["stages"]) | _referenced(list(raw.values()))
+    for name in _TEMPLATE_PARAMS:
+        if name in params:
+            if name not in used:
+                raise PlanError(f"{recipe.dag_id}: parameter {name!r} is not used by this recipe's commands")
+            raw[name] = _Literal(params[name]) if isinstance(params[name], str) else params[name]
+        raw.setdefault(name, None)
+
+    selected = params.get("stages") or list(recipe.stages)
+    unknown = sorted(set(selected) - set(recipe.stages))
+    if unknown:
+        raise PlanError(f"{recipe.dag_id}: unknown stage(s) {unknown}; stages are {list(recipe.stages)}")
+
+    stages = []
+    for name, spec in recipe.stages.items():
+        stage_dir = run_dir / name
+        vs = _Vars({**raw, "stage_dir": str(stage_dir)}, f"{recipe.path.name} stage {name}")
+        stages.append(StageCommand(
+            name=name,
+            kind=spec["kind"],
+            argv=_render_args(spec["argv"], vs, device, "argv"),
+            env={k: vs.render(v, f"env.{k}") for k, v in {**profile.get("env", {}), **spec.get("env", {})}.items()},
+            cwd=vs.render(spec["cwd"], "cwd"),
+            outputs={k: [vs.render(p, f"outputs.{k}") for p in ([v] if isinstance(v, str) else v)]
+                     for k, v in spec.get("outputs", {}).items()},
+            stage_dir=str(stage_dir),
+            enabled=name in selected,
+            execution_timeout_minutes=spec.get("execution_timeout_minutes"),
+        ))
+    shown = _Vars(raw, recipe.path.name)
+    variables = {k: "" if shown.value(k) is None else str(shown.value(k)) for k in sorted(raw)}
+    return Plan(dag_id=recipe.dag_id, profile=profile_name, run_id=run_id, run_dir=str(run_dir),
+                device=device, dataset={**recipe.data["dataset"], "source": profile["dataset_source"]},
+                variables=variables, stages=stages)

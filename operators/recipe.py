@@ -1,0 +1,122 @@
+"""Recipes: one YAML per tutorial, validated against ``recipe.schema.json``.
+
+A recipe is pure data. Nothing in this package branches on a model's name; everything that differs between
+models (commands, paths, device counts, published numbers) is read from here. Loading is cheap and imports
+only PyYAML and jsonschema, so DAG files may call it at parse time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+SCHEMA_PATH = Path(__file__).with_name("recipe.schema.json")
+
+
+class RecipeError(ValueError):
+    """A recipe file is missing, unreadable or does not match the schema; the message names file and field."""
+
+
+def recipes_dir() -> Path:
+    return Path(os.environ.get("NPUFLOW_RECIPES_DIR", PROJECT_ROOT / "recipes"))
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A validated recipe. ``data`` is the parsed YAML; the properties are the parts code reads often."""
+
+    path: Path
+    data: dict[str, Any]
+
+    @property
+    def dag_id(self) -> str:
+        return self.data["dag_id"]
+
+    @property
+    def stages(self) -> dict[str, dict[str, Any]]:
+        return self.data["stages"]
+
+    @property
+    def profiles(self) -> dict[str, dict[str, Any]]:
+        return self.data["profiles"]
+
+    @property
+    def default_profile(self) -> str:
+        """The deployment may pick another default (``NPUFLOW_DEFAULT_PROFILE``) when the recipe has it."""
+        wanted = os.environ.get("NPUFLOW_DEFAULT_PROFILE")
+        if wanted and wanted in self.profiles:
+            return wanted
+        return self.data["default_profile"]
+
+    def profile(self, name: str) -> dict[str, Any]:
+        try:
+            return self.profiles[name]
+        except KeyError:
+            raise RecipeError(
+                f"{self.path.name}: no profile {name!r}; this recipe has {sorted(self.profiles)}"
+            ) from None
+
+
+@cache
+def _validator() -> Any:
+    import jsonschema
+
+    schema = json.loads(SCHEMA_PATH.read_text())
+    return jsonschema.Draft202012Validator(schema)
+
+
+def _field(path: Any) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "<top level>"
+
+
+def validate_recipe_data(data: Any, source: str) -> None:
+    """Raise RecipeError naming ``source`` and the first offending field (the deepest, most specific one)."""
+    import jsonschema
+
+    errors = list(_validator().iter_errors(data))
+    if errors:
+        best = jsonschema.exceptions.best_match(errors)
+        raise RecipeError(f"{source}: {_field(best.absolute_path)}: {best.message}")
+    if data["default_profile"] not in data["profiles"]:
+        raise RecipeError(
+            f"{source}: default_profile: {data['default_profile']!r} is not one of the profiles "
+            f"{sorted(data['profiles'])}"
+        )
+    kinds = [stage["kind"] for stage in data["stages"].values()]
+    duplicated = sorted({k for k in kinds if kinds.count(k) > 1})
+    if duplicated:
+        raise RecipeError(f"{source}: stages: each kind may appear once, repeated: {duplicated}")
+
+
+def load_recipe_file(path: Path) -> Recipe:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise RecipeError(f"{path}: cannot read: {exc}") from exc
+    except yaml.YAMLError as exc:
+        raise RecipeError(f"{path}: not valid YAML: {exc}") from exc
+    validate_recipe_data(data, str(path))
+    if data["dag_id"] != path.stem:
+        raise RecipeError(f"{path}: dag_id: {data['dag_id']!r} must equal the file name {path.stem!r}")
+    return Recipe(path=path, data=data)
+
+
+def load_recipe(dag_id: str) -> Recipe:
+    path = recipes_dir() / f"{dag_id}.yaml"
+    if not path.is_file():
+        raise RecipeError(f"no recipe {dag_id!r}: {path} does not exist; known: {list_recipes()}")
+    return load_recipe_file(path)
+
+
+def list_recipes() -> list[str]:
+    return sorted(p.stem for p in recipes_dir().glob("*.yaml"))
