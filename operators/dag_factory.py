@@ -1,0 +1,78 @@
+"""Build one Airflow DAG from one recipe. Imported by the files in ``dags/`` at parse time: keep it light
+(no paddle, torch, numpy or cv2 here or in anything it imports)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from airflow.sdk import DAG, Param
+
+from operators.plan import PARAMS
+from operators.recipe import Recipe, load_recipe
+from operators.stage_operators import OPERATOR_FOR_KIND
+
+START_DATE = datetime(2026, 1, 1)
+
+
+def device_pool(kind: str) -> str:
+    """One Airflow pool per device kind; its slots are that kind's cards on the host (see README)."""
+    return f"{kind}_devices"
+
+
+def dag_params(recipe: Recipe) -> dict[str, Param]:
+    """Typed params for the trigger form and REST conf; None means "the profile's value"."""
+    params: dict[str, Param] = {}
+    for name, spec in PARAMS.items():
+        spec = dict(spec)
+        description = spec.pop("description")
+        if name == "profile":
+            profiles = recipe.profiles
+            described = "; ".join(f"{p}: {v['description']}" for p, v in profiles.items())
+            params[name] = Param(recipe.default_profile, type="string", enum=sorted(profiles),
+                                 description=f"{description} ({described})")
+        elif name == "stages":
+            params[name] = Param([], type="array", items={"type": "string", "enum": list(recipe.stages)},
+                                 uniqueItems=True, description=f"{description} Stages: {', '.join(recipe.stages)}.")
+        else:
+            params[name] = Param(None, type=[spec.pop("type"), "null"], description=description, **spec)
+    return params
+
+
+def build_dag(dag_id: str) -> DAG:
+    recipe = load_recipe(dag_id)
+    data = recipe.data
+    default_device = recipe.profile(recipe.default_profile)["device"]
+    doc = [f"# {data['title']}", "", data.get("description", ""), "",
+           f"Recipe: `recipes/{dag_id}.yaml` (toolkit {data['toolkit']['name']} @ {data['toolkit']['ref']}). "
+           f"See what a trigger will run with `npuflow plan {dag_id} --profile <profile>`.", "",
+           "| stage | what it does |", "| --- | --- |"]
+    doc += [f"| {name} | {spec.get('description', '')} |" for name, spec in recipe.stages.items()]
+    with DAG(
+        dag_id=dag_id,
+        description=data["title"],
+        schedule=data["schedule"],
+        start_date=START_DATE,
+        catchup=False,
+        max_active_runs=1,
+        tags=data.get("tags", []),
+        doc_md="\n".join(doc),
+        params=dag_params(recipe),
+        default_args={"owner": "ml-platform", "retries": 0},
+    ) as dag:
+        previous = None
+        for name, spec in recipe.stages.items():
+            extra: dict[str, Any] = {}
+            if spec["kind"] == "train":
+                # Slots = the cards the deployment's default profile uses; see docs/architecture.md.
+                extra.update(pool=device_pool(default_device["kind"]), pool_slots=default_device["count"])
+            if "execution_timeout_minutes" in spec:
+                extra["execution_timeout"] = timedelta(minutes=spec["execution_timeout_minutes"])
+            task = OPERATOR_FOR_KIND[spec["kind"]](
+                task_id=name, recipe_id=dag_id, stage=name, doc_md=spec.get("description"),
+                trigger_rule="none_failed", **extra,
+            )
+            if previous is not None:
+                previous >> task
+            previous = task
+    return dag

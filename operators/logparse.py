@@ -1,0 +1,129 @@
+"""Turn a toolkit's training log lines into metric records (plain dicts, one per line that carries numbers).
+
+The recipe names the format (``log_format``); the train stage feeds every line of the launcher's output
+through :func:`parser_for` and appends the records to ``metrics.jsonl``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from typing import Any
+
+Record = dict[str, Any]
+
+_NUM = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|nan|inf"
+
+# PaddleDetection: "Epoch: [1] [2/3] learning_rate: 0.001223 loss: 3.54 loss_cls: 0.53 ... eta: 0:00:01
+#                   batch_cost: 0.4101 data_cost: 0.0002 ips: 9.7535 images/s"  (ips is per card)
+_PPDET_TRAIN = re.compile(r"Epoch: \[(?P<epoch>\d+)\] \[\s*(?P<iter>\d+)/(?P<iters>\d+)\](?P<rest>.*)")
+_KV = re.compile(rf"(?P<key>[A-Za-z_][A-Za-z0-9_]*): (?P<value>\d+ days?, \d+:\d\d:\d\d|\d+:\d\d:\d\d|{_NUM})")
+_COCO_AP = re.compile(
+    rf"Average Precision\s+\(AP\) @\[ IoU=(?P<iou>0\.50:0\.95|0\.50|0\.75)\s+\| area=\s*all \| maxDets=100 \] = (?P<v>{_NUM})")
+_PPDET_BEST = re.compile(rf"Best test (?P<key>\w+) (?P<func>\w+) is (?P<v>{_NUM})\.")
+
+
+def parse_eta(text: str) -> float:
+    """'1 day, 2:03:04' or '0:00:05' -> seconds."""
+    days = 0
+    if "day" in text:
+        head, text = text.split(",", 1)
+        days = int(head.split()[0])
+    h, m, s = (int(x) for x in text.strip().split(":"))
+    return days * 86400 + h * 3600 + m * 60 + s
+
+
+def _float(text: str) -> float:
+    return float(text)
+
+
+def parse_ppdet_line(line: str) -> Record | None:
+    m = _PPDET_TRAIN.search(line)
+    if m:
+        rec: Record = {"type": "train", "epoch": int(m["epoch"]), "iter": int(m["iter"]),
+                       "iters_per_epoch": int(m["iters"]), "losses": {}}
+        for kv in _KV.finditer(m["rest"]):
+            key, value = kv["key"], kv["value"]
+            if key == "eta":
+                rec["eta_s"] = parse_eta(value)
+            elif key == "learning_rate":
+                rec["lr"] = _float(value)
+            elif key.startswith("loss"):
+                rec["losses"][key] = _float(value)
+            elif key == "ips":
+                rec["ips_per_card"] = _float(value)
+            elif key in ("batch_cost", "data_cost"):
+                rec[key] = _float(value)
+        return rec
+    m = _COCO_AP.search(line)
+    if m:
+        key = {"0.50:0.95": "bbox_map", "0.50": "bbox_ap50", "0.75": "bbox_ap75"}[m["iou"]]
+        return {"type": "eval", key: _float(m["v"])}
+    m = _PPDET_BEST.search(line)
+    if m:
+        return {"type": "eval", f"best_{m['key']}_{m['func']}": _float(m["v"])}
+    return None
+
+
+PARSERS: dict[str, Callable[[str], Record | None]] = {
+    "ppdet": parse_ppdet_line,
+}
+
+
+def parser_for(log_format: str) -> Callable[[str], Record | None]:
+    try:
+        return PARSERS[log_format]
+    except KeyError:
+        raise ValueError(f"no parser for log format {log_format!r} yet; have {sorted(PARSERS)}") from None
+
+
+class MetricsSummary:
+    """Folds records into what the report and XCom need: last/min loss, throughput, eval metrics."""
+
+    def __init__(self, world_size: int) -> None:
+        self.world_size = world_size
+        self.train_steps = 0
+        self.non_finite_losses = 0
+        self.first_loss: float | None = None
+        self.last: Record | None = None
+        self.ips: list[float] = []
+        self.eval: dict[str, float] = {}
+        self.evals = 0
+
+    def add(self, rec: Record) -> Record:
+        """Record ``rec`` and return it enriched with global throughput."""
+        if rec["type"] == "train":
+            self.train_steps += 1
+            loss = rec["losses"].get("loss")
+            if loss is not None:
+                if not math.isfinite(loss):
+                    self.non_finite_losses += 1
+                elif self.first_loss is None:
+                    self.first_loss = loss
+            if "ips_per_card" in rec:
+                rec["ips_global"] = rec["ips_per_card"] * self.world_size
+                self.ips.append(rec["ips_global"])
+            self.last = rec
+        else:
+            if "bbox_map" in rec:
+                self.evals += 1
+            self.eval.update({k: v for k, v in rec.items() if k != "type"})
+        return rec
+
+    def to_dict(self) -> dict[str, Any]:
+        last = self.last or {}
+        # The first few steps include start-up; the median of the rest is the steady throughput.
+        steady = sorted(self.ips[len(self.ips) // 4:]) if self.ips else []
+        return {
+            "train_steps": self.train_steps,
+            "evaluations": self.evals,
+            "first_loss": self.first_loss,
+            "last_losses": last.get("losses", {}),
+            "last_epoch": last.get("epoch"),
+            "non_finite_losses": self.non_finite_losses,
+            "losses_finite": self.train_steps > 0 and self.non_finite_losses == 0,
+            "ips_global_median": steady[len(steady) // 2] if steady else None,
+            "world_size": self.world_size,
+            "eval": dict(self.eval),
+        }

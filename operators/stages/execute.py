@@ -1,0 +1,226 @@
+"""Execute one planned stage: preconditions, the command, its outputs, and the stage's result file.
+
+Plain Python, no Airflow: the operators in ``operators.airflow`` call :func:`execute_stage` and the tests call it
+directly. What differs between stage kinds (what must exist before, what to read after) is keyed by the stage's
+``kind`` from the recipe, never by the model.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from operators.logparse import MetricsSummary, parser_for
+from operators.plan import Plan, StageCommand
+from operators.proc import StageProcess, describe_exit
+from operators.rundir import read_stage_result, write_stage_result
+
+Log = Callable[[str], None]
+
+
+class StageFailed(RuntimeError):
+    """A stage could not start or did not finish well; the message says why and carries the log tail."""
+
+
+def resolve_output(stage: StageCommand, candidates: list[str]) -> Path | None:
+    """First existing path among ``candidates`` (relative ones are relative to the stage's cwd)."""
+    for cand in candidates:
+        path = Path(cand) if Path(cand).is_absolute() else Path(stage.cwd) / cand
+        if path.exists():
+            return path
+    return None
+
+
+def _require_outputs(plan: Plan, kind: str, needed_by: str) -> dict[str, Path]:
+    """The outputs of the stage of ``kind`` must exist before ``needed_by`` runs."""
+    upstream = plan.stage_of_kind(kind)
+    if upstream is None:
+        return {}
+    found, missing = {}, []
+    for name, cands in upstream.outputs.items():
+        path = resolve_output(upstream, cands)
+        if path is None:
+            missing.append(f"{name} ({' or '.join(cands)})")
+        else:
+            found[name] = path
+    if missing:
+        raise StageFailed(f"{needed_by}: cannot start, stage {upstream.name!r} left no {', '.join(missing)}")
+    return found
+
+
+def _check_dataset_validated(plan: Plan, stage: StageCommand) -> None:
+    validate = plan.stage_of_kind("validate_dataset")
+    if validate is None:
+        return
+    result = read_stage_result(plan.run_dir, validate.name)
+    if result is None:
+        if validate.enabled:
+            raise StageFailed(f"{stage.name}: cannot start, dataset validation ({validate.name}) has no result "
+                              f"in {plan.run_dir}")
+        return  # the user chose not to validate this run
+    if not result.get("ok"):
+        raise StageFailed(f"{stage.name}: refusing to start on a dataset that failed validation: "
+                          f"{result.get('summary')}")
+
+
+def _preconditions(plan: Plan, stage: StageCommand) -> dict[str, Any]:
+    if stage.kind == "train":
+        _check_dataset_validated(plan, stage)
+    elif stage.kind == "export":
+        return {k: str(v) for k, v in _require_outputs(plan, "train", stage.name).items()}
+    elif stage.kind == "benchmark":
+        return {k: str(v) for k, v in _require_outputs(plan, "export", stage.name).items()}
+    return {}
+
+
+class _TrainProgress:
+    """Parses training lines into metrics.jsonl and logs progress as a percentage with an ETA."""
+
+    def __init__(self, plan: Plan, stage: StageCommand, log: Log, log_format: str, every_s: float = 15.0):
+        self.parse = parser_for(log_format)
+        self.summary = MetricsSummary(world_size=int(plan.variables["world_size"]))
+        self.metrics_path = Path(stage.stage_dir) / "metrics.jsonl"
+        self.metrics = open(self.metrics_path, "a")  # noqa: SIM115 - closed in close()
+        self.log = log
+        self.every_s = every_s
+        self.started = time.monotonic()
+        self.last_report = 0.0
+        self.parse_errors = 0
+
+    def __call__(self, line: str) -> None:
+        # Never let a parsing problem stop the reader: the trainer would block on a full pipe.
+        try:
+            self._consume(line)
+        except Exception as exc:
+            if not self.parse_errors:
+                self.log(f"warning: could not parse a log line ({exc!r}): {line[:200]}")
+            self.parse_errors += 1
+
+    def _consume(self, line: str) -> None:
+        rec = self.parse(line)
+        if rec is None:
+            return
+        rec = self.summary.add(rec)
+        self.metrics.write(json.dumps({"t": round(time.monotonic() - self.started, 3), **rec}) + "\n")
+        self.metrics.flush()
+        now = time.monotonic()
+        if rec["type"] == "train" and "eta_s" in rec and now - self.last_report >= self.every_s:
+            self.last_report = now
+            elapsed = now - self.started
+            pct = 100.0 * elapsed / (elapsed + rec["eta_s"]) if elapsed + rec["eta_s"] > 0 else 0.0
+            self.log(f"progress {pct:.0f}% epoch {rec['epoch']} iter {rec['iter']}/{rec['iters_per_epoch']} "
+                     f"eta {int(rec['eta_s'])} s loss {rec['losses'].get('loss')} "
+                     f"ips {rec.get('ips_global')} images/s (all cards)")
+
+    def close(self) -> dict[str, Any]:
+        self.metrics.close()
+        return {**self.summary.to_dict(), "unparsed_lines": self.parse_errors}
+
+
+def _worker_failures(log_dir: str | None) -> list[str]:
+    """Name the ranks whose worker log shows a Python traceback (paddle launch writes workerlog.N)."""
+    if not log_dir or not Path(log_dir).is_dir():
+        return []
+    failed = []
+    for path in sorted(Path(log_dir).glob("workerlog.*")):
+        text = path.read_text(errors="replace")
+        if "Traceback (most recent call last)" in text:
+            last = [ln for ln in text.splitlines() if ln.strip()][-1:]
+            failed.append(f"rank {path.suffix.lstrip('.')}: {last[0] if last else ''} ({path})")
+    return failed
+
+
+def execute_stage(plan: Plan, stage: StageCommand, *, log: Log, log_format: str,
+                  on_start: Callable[[StageProcess], None] | None = None) -> dict[str, Any]:
+    """Run ``stage`` of ``plan``; return the summary written to ``<stage_dir>/result.json``."""
+    stage_dir = Path(stage.stage_dir)
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    inputs = _preconditions(plan, stage)
+    log(f"stage {stage.name} ({stage.kind}) in {stage.cwd}: {json.dumps(stage.argv)}")
+    if stage.env:
+        log(f"env: {json.dumps(stage.env)}")
+    progress = _TrainProgress(plan, stage, log, log_format) if stage.kind == "train" else None
+
+    def on_line(line: str) -> None:
+        log(line)
+        if progress is not None:
+            progress(line)
+
+    proc = StageProcess(stage.argv, env=stage.env, cwd=stage.cwd, log_path=stage_dir / "stage.log")
+    if on_start is not None:
+        on_start(proc)
+    started = time.time()
+    try:
+        code = proc.run(on_line)
+    except FileNotFoundError as exc:
+        raise StageFailed(f"stage {stage.name} could not start: {exc}") from exc
+    finally:
+        metrics = progress.close() if progress is not None else None
+    result: dict[str, Any] = {
+        "stage": stage.name, "kind": stage.kind, "argv": stage.argv, "env": stage.env, "cwd": stage.cwd,
+        "exit_code": code, "seconds": round(time.time() - started, 3), "inputs": inputs,
+    }
+    if metrics is not None:
+        result["metrics"] = metrics
+    if code != 0:
+        if stage.kind == "validate_dataset" and (stage_dir / "validation.json").is_file():
+            result.update(_collect(stage, metrics))
+        result["ok"] = False
+        ranks = _worker_failures(plan.variables.get("launch_log_dir"))
+        result["failed_ranks"] = ranks
+        write_stage_result(stage_dir, result)
+        why = f"; failing rank(s): {'; '.join(ranks)}" if ranks else ""
+        tail = "\n".join(proc.tail)
+        raise StageFailed(f"stage {stage.name}: command {describe_exit(code)}{why}\n--- last lines ---\n{tail}")
+
+    outputs, missing = {}, []
+    for name, cands in stage.outputs.items():
+        path = resolve_output(stage, cands)
+        if path is None:
+            missing.append(f"{name} ({' or '.join(cands)})")
+        else:
+            outputs[name] = str(path)
+    result["outputs"] = outputs
+    result.update(_collect(stage, metrics))
+    if missing:
+        result["ok"] = False
+        write_stage_result(stage_dir, result)
+        raise StageFailed(f"stage {stage.name}: command succeeded but left no {', '.join(missing)}")
+    if not result.setdefault("ok", True):
+        write_stage_result(stage_dir, result)
+        raise StageFailed(f"stage {stage.name}: {result['summary']}")
+    write_stage_result(stage_dir, result)
+    log(f"stage {stage.name} done in {result['seconds']} s: {result.get('summary', 'ok')}")
+    return result
+
+
+def _collect(stage: StageCommand, metrics: dict[str, Any] | None) -> dict[str, Any]:
+    """Kind-specific reading of what the command wrote."""
+    stage_dir = Path(stage.stage_dir)
+    if stage.kind == "prepare_dataset":
+        dataset = json.loads((stage_dir / "dataset.json").read_text())
+        return {"dataset": dataset, "summary": f"{dataset['source']} dataset at {dataset['root']}"}
+    if stage.kind == "validate_dataset":
+        report = json.loads((stage_dir / "validation.json").read_text())
+        return {"ok": report["ok"], "counts": report["counts"],
+                "summary": f"counts {json.dumps(report['counts'])}, "
+                           f"{sum(v['count'] for v in report['warnings'].values())} warning(s)"}
+    if stage.kind == "train" and metrics is not None:
+        if metrics["train_steps"] == 0:
+            return {"ok": False, "summary": "the training log had no step lines the parser recognises"}
+        if not metrics["losses_finite"]:
+            return {"ok": False, "summary": f"{metrics['non_finite_losses']} step(s) logged a non-finite loss"}
+        return {"summary": f"{metrics['train_steps']} logged steps, last losses {metrics['last_losses']}, "
+                           f"eval {metrics['eval']}"}
+    if stage.kind == "benchmark":
+        bench = json.loads((stage_dir / "benchmark.json").read_text())
+        lat = bench["latency_ms"]
+        ok = all(math.isfinite(v) for v in lat.values()) and bench["throughput_ips"] > 0
+        return {"ok": ok, "benchmark": bench,
+                "summary": f"p50 {lat['p50']:.2f} ms, p99 {lat['p99']:.2f} ms, "
+                           f"{bench['throughput_ips']:.1f} images/s, mAP {bench['coco']['map']:.4f}"}
+    return {}
