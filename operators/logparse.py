@@ -66,8 +66,48 @@ def parse_ppdet_line(line: str) -> Record | None:
     return None
 
 
+# PaddleSeg: "[TRAIN] epoch: 1, iter: 10/80000, loss: 2.1, lr: 0.009, batch_cost: 0.5, reader_cost: 0.01,
+#            ips: 4.0 samples/sec | ETA 11:06:40"  and  "[EVAL] #Images: 500 mIoU: 0.7 Acc: 0.9 Kappa: 0.8 Dice: 0.8"
+_SEG_TRAIN = re.compile(r"\[TRAIN\] epoch: (?P<epoch>\d+), iter: (?P<iter>\d+)/(?P<iters>\d+), (?P<rest>.*)")
+_SEG_KV = re.compile(rf"(?P<key>[A-Za-z_]+): (?P<value>{_NUM})")
+_SEG_ETA = re.compile(r"ETA (?P<eta>(?:\d+ days?, )?\d+:\d\d:\d\d)")
+_SEG_EVAL = re.compile(rf"\[EVAL\] #Images: (?P<images>\d+) mIoU: (?P<miou>{_NUM}) Acc: (?P<acc>{_NUM}) "
+                       rf"Kappa: (?P<kappa>{_NUM})(?: Dice: (?P<dice>{_NUM}))?")
+
+
+def parse_paddleseg_line(line: str) -> Record | None:
+    m = _SEG_TRAIN.search(line)
+    if m:
+        rec: Record = {"type": "train", "epoch": int(m["epoch"]), "iter": int(m["iter"]),
+                       "iters_total": int(m["iters"]), "losses": {}}
+        for kv in _SEG_KV.finditer(m["rest"]):
+            key, value = kv["key"], _float(kv["value"])
+            if key == "loss":
+                rec["losses"]["loss"] = value
+            elif key == "lr":
+                rec["lr"] = value
+            elif key == "ips":
+                rec["ips_per_card"] = value
+            elif key in ("batch_cost", "reader_cost"):
+                rec[key] = value
+        eta = _SEG_ETA.search(m["rest"])
+        if eta:
+            rec["eta_s"] = parse_eta(eta["eta"])
+        return rec
+    m = _SEG_EVAL.search(line)
+    if m:
+        rec = {"type": "eval", "images": int(m["images"]), "miou": _float(m["miou"]), "acc": _float(m["acc"]),
+               "kappa": _float(m["kappa"])}
+        if m["dice"] is not None:
+            rec["dice"] = _float(m["dice"])
+        return rec
+    return None
+
+
+#: Formats whose parser is not built yet (yolor, mmdet_json) are absent: their train stage records no metrics.
 PARSERS: dict[str, Callable[[str], Record | None]] = {
     "ppdet": parse_ppdet_line,
+    "paddleseg": parse_paddleseg_line,
 }
 
 
@@ -106,7 +146,7 @@ class MetricsSummary:
                 self.ips.append(rec["ips_global"])
             self.last = rec
         else:
-            if "bbox_map" in rec:
+            if "bbox_map" in rec or "miou" in rec:
                 self.evals += 1
             self.eval.update({k: v for k, v in rec.items() if k != "type"})
         return rec

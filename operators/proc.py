@@ -6,6 +6,7 @@ group that :meth:`StageProcess.terminate` can signal at once. argv is a list and
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -59,13 +60,12 @@ class StageProcess:
             return
         deadline = time.monotonic() + grace_s
         while time.monotonic() < deadline:
+            proc.poll()  # reap the leader so a zombie does not count as alive
             if not _group_alive(pgid):
                 return
             time.sleep(0.1)
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(pgid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 def _group_alive(pgid: int) -> bool:

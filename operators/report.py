@@ -28,6 +28,8 @@ def measured_metrics(stages: dict[str, dict[str, Any]]) -> dict[str, float]:
                 out["train_ips"] = m["ips_global_median"]
             if "bbox_map" in m.get("eval", {}):
                 out["train_eval_bbox_map"] = 100.0 * m["eval"]["bbox_map"]
+            if "miou" in m.get("eval", {}):
+                out["miou"] = 100.0 * m["eval"]["miou"]
         if result.get("kind") == "benchmark" and result.get("benchmark"):
             b = result["benchmark"]
             out["bbox_map"] = 100.0 * b["coco"]["map"]

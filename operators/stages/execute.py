@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from operators.logparse import MetricsSummary, parser_for
+from operators.logparse import PARSERS, MetricsSummary, parser_for
 from operators.plan import Plan, StageCommand
 from operators.proc import StageProcess, describe_exit
 from operators.rundir import read_stage_result, write_stage_result
@@ -112,7 +112,8 @@ class _TrainProgress:
             self.last_report = now
             elapsed = now - self.started
             pct = 100.0 * elapsed / (elapsed + rec["eta_s"]) if elapsed + rec["eta_s"] > 0 else 0.0
-            self.log(f"progress {pct:.0f}% epoch {rec['epoch']} iter {rec['iter']}/{rec['iters_per_epoch']} "
+            of = rec.get("iters_per_epoch", rec.get("iters_total"))
+            self.log(f"progress {pct:.0f}% epoch {rec['epoch']} iter {rec['iter']}/{of} "
                      f"eta {int(rec['eta_s'])} s loss {rec['losses'].get('loss')} "
                      f"ips {rec.get('ips_global')} images/s (all cards)")
 
@@ -143,7 +144,12 @@ def execute_stage(plan: Plan, stage: StageCommand, *, log: Log, log_format: str,
     log(f"stage {stage.name} ({stage.kind}) in {stage.cwd}: {json.dumps(stage.argv)}")
     if stage.env:
         log(f"env: {json.dumps(stage.env)}")
-    progress = _TrainProgress(plan, stage, log, log_format) if stage.kind == "train" else None
+    progress = None
+    if stage.kind == "train":
+        if log_format in PARSERS:
+            progress = _TrainProgress(plan, stage, log, log_format)
+        else:
+            log(f"no metrics parser for log format {log_format!r} yet: this run records no training metrics")
 
     def on_line(line: str) -> None:
         log(line)

@@ -10,10 +10,10 @@ import cv2  # noqa: F401
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import paddle  # noqa: E402
-from ppdet.core.workspace import load_config, merge_config  # noqa: E402
-from ppdet.utils.check import check_config, check_version  # noqa: E402
-from ppdet.utils.cli import ArgsParser, merge_args  # noqa: E402
+import paddle
+from ppdet.core.workspace import load_config, merge_config
+from ppdet.utils.check import check_config, check_version
+from ppdet.utils.cli import ArgsParser, merge_args
 
 
 def parser() -> ArgsParser:

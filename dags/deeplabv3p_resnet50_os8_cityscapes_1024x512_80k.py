@@ -1,0 +1,5 @@
+"""Airflow DAG from recipes/deeplabv3p_resnet50_os8_cityscapes_1024x512_80k.yaml (see that file for the tutorial it reproduces)."""
+
+from operators.dag_factory import build_dag
+
+dag = build_dag("deeplabv3p_resnet50_os8_cityscapes_1024x512_80k")
