@@ -1,4 +1,4 @@
-"""Airflow DAG from recipes/deeplabv3p_resnet50_os8_cityscapes_1024x512_80k.yaml (see that file for the tutorial it reproduces)."""
+"""Airflow DAG from recipes/deeplabv3p_resnet50_os8_cityscapes_1024x512_80k.yaml (see it for the tutorial)."""
 
 from operators.dag_factory import build_dag
 

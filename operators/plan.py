@@ -190,10 +190,21 @@ def _referenced(obj: Any) -> set[str]:
 
 
 def check_params(params: dict[str, Any]) -> None:
-    """Refuse keys the DAG does not declare (Airflow accepts unknown conf keys silently)."""
+    """Refuse keys the DAG does not declare (Airflow accepts unknown conf keys silently) and values of the
+    wrong type, with the same JSON schema the DAG's Params use."""
+    import jsonschema
+
     unknown = sorted(set(params) - set(PARAMS))
     if unknown:
         raise PlanError(f"unknown parameter(s) {unknown}; allowed: {sorted(PARAMS)}")
+    for name, value in params.items():
+        if value is None:
+            continue
+        schema = {k: v for k, v in PARAMS[name].items() if k != "description"}
+        try:
+            jsonschema.validate(value, schema)
+        except jsonschema.ValidationError as exc:
+            raise PlanError(f"parameter {name}={value!r}: {exc.message}") from None
 
 
 def build_plan(recipe: Recipe, params: dict[str, Any] | None = None, *, run_id: str = "manual",

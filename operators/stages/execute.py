@@ -35,18 +35,23 @@ def resolve_output(stage: StageCommand, candidates: list[str]) -> Path | None:
     return None
 
 
-def _require_outputs(plan: Plan, kind: str, needed_by: str) -> dict[str, Path]:
+def _existing(stage: StageCommand) -> dict[str, str]:
+    """The stage's declared outputs that exist, by name."""
+    found = {name: resolve_output(stage, cands) for name, cands in stage.outputs.items()}
+    return {name: str(path) for name, path in found.items() if path is not None}
+
+
+def _missing(stage: StageCommand, found: dict[str, str]) -> list[str]:
+    return [f"{name} ({' or '.join(cands)})" for name, cands in stage.outputs.items() if name not in found]
+
+
+def _require_outputs(plan: Plan, kind: str, needed_by: str) -> dict[str, str]:
     """The outputs of the stage of ``kind`` must exist before ``needed_by`` runs."""
     upstream = plan.stage_of_kind(kind)
     if upstream is None:
         return {}
-    found, missing = {}, []
-    for name, cands in upstream.outputs.items():
-        path = resolve_output(upstream, cands)
-        if path is None:
-            missing.append(f"{name} ({' or '.join(cands)})")
-        else:
-            found[name] = path
+    found = _existing(upstream)
+    missing = _missing(upstream, found)
     if missing:
         raise StageFailed(f"{needed_by}: cannot start, stage {upstream.name!r} left no {', '.join(missing)}")
     return found
@@ -71,9 +76,9 @@ def _preconditions(plan: Plan, stage: StageCommand) -> dict[str, Any]:
     if stage.kind == "train":
         _check_dataset_validated(plan, stage)
     elif stage.kind == "export":
-        return {k: str(v) for k, v in _require_outputs(plan, "train", stage.name).items()}
+        return _require_outputs(plan, "train", stage.name)
     elif stage.kind == "benchmark":
-        return {k: str(v) for k, v in _require_outputs(plan, "export", stage.name).items()}
+        return _require_outputs(plan, "export", stage.name)
     return {}
 
 
@@ -183,13 +188,8 @@ def execute_stage(plan: Plan, stage: StageCommand, *, log: Log, log_format: str,
         tail = "\n".join(proc.tail)
         raise StageFailed(f"stage {stage.name}: command {describe_exit(code)}{why}\n--- last lines ---\n{tail}")
 
-    outputs, missing = {}, []
-    for name, cands in stage.outputs.items():
-        path = resolve_output(stage, cands)
-        if path is None:
-            missing.append(f"{name} ({' or '.join(cands)})")
-        else:
-            outputs[name] = str(path)
+    outputs = _existing(stage)
+    missing = _missing(stage, outputs)
     result["outputs"] = outputs
     result.update(_collect(stage, metrics))
     if missing:
@@ -222,6 +222,8 @@ def _collect(stage: StageCommand, metrics: dict[str, Any] | None) -> dict[str, A
             return {"ok": False, "summary": f"{metrics['non_finite_losses']} step(s) logged a non-finite loss"}
         return {"summary": f"{metrics['train_steps']} logged steps, last losses {metrics['last_losses']}, "
                            f"eval {metrics['eval']}"}
+    if stage.kind == "export":
+        return {"summary": "exported " + ", ".join(sorted({Path(p).name for p in _existing(stage).values()}))}
     if stage.kind == "benchmark":
         bench = json.loads((stage_dir / "benchmark.json").read_text())
         lat = bench["latency_ms"]

@@ -1,0 +1,157 @@
+"""``npuflow``: see what a trigger will run, run the demo, check a dataset. No Airflow import unless needed."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from operators.plan import PlanError, build_plan
+from operators.recipe import PROJECT_ROOT, RecipeError, list_recipes, load_recipe
+
+
+def parse_set(pairs: list[str]) -> dict[str, Any]:
+    """``key=value`` pairs; values are JSON when they parse as JSON (numbers, lists), else strings.
+    ``stages=a,b`` is a convenience for the list form."""
+    params: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise PlanError(f"--set wants key=value, got {pair!r}")
+        try:
+            parsed: Any = json.loads(value)
+        except ValueError:
+            parsed = value
+        if key == "stages" and isinstance(parsed, str):
+            parsed = [s for s in parsed.split(",") if s]
+        params[key] = parsed
+    return params
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    params = parse_set(args.set)
+    if args.profile:
+        params["profile"] = args.profile
+    plan = build_plan(load_recipe(args.dag_id), params, run_id=args.run_id)
+    stages = [{"name": s.name, "argv": s.argv, "env": s.env, "cwd": s.cwd} for s in plan.stages if s.enabled]
+    print(json.dumps({"stages": stages}, indent=2))
+    return 0
+
+
+def cmd_recipes(_: argparse.Namespace) -> int:
+    for dag_id in list_recipes():
+        recipe = load_recipe(dag_id)
+        print(f"{dag_id}\tprofiles: {', '.join(recipe.profiles)}\tstages: {', '.join(recipe.stages)}")
+    return 0
+
+
+def cmd_validate_dataset(args: argparse.Namespace) -> int:
+    from operators.datasets import validate
+
+    argv = [args.format, str(args.root)] + [a for s in args.split for a in ("--split", s)]
+    if args.report:
+        argv += ["--report", str(args.report)]
+    return validate.main(argv)
+
+
+def embedded_airflow_env() -> dict[str, str]:
+    """The embedded default: everything inside the checkout, SQLite, LocalExecutor, no examples."""
+    env = dict(os.environ)
+    env.setdefault("AIRFLOW_HOME", str(PROJECT_ROOT / "var" / "airflow"))
+    env.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(PROJECT_ROOT / "dags"))
+    env.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+    env.setdefault("AIRFLOW__CORE__EXECUTOR", "LocalExecutor")
+    env.setdefault("NPUFLOW_RUNS_DIR", str(PROJECT_ROOT / "var" / "runs"))
+    env.setdefault("PYTHONWARNINGS", "ignore")
+    return env
+
+
+def _airflow(env: dict[str, str], *argv: str, log: Path) -> int:
+    airflow = str(Path(sys.executable).with_name("airflow"))
+    with open(log, "a") as fh:
+        fh.write(f"\n$ airflow {' '.join(argv)}\n")
+        fh.flush()
+        return subprocess.run([airflow, *argv], env=env, stdout=fh, stderr=subprocess.STDOUT,
+                              stdin=subprocess.DEVNULL).returncode
+
+
+DEMO_MARKERS = (" done in ", "progress ", "StageFailed", "PlanError", "Task failed", "DagRun Finished")
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Run one DAG end to end in-process with ``airflow dags test`` on the embedded default."""
+    recipe = load_recipe(args.dag_id)
+    params = {"profile": args.profile, **parse_set(args.set)}
+    build_plan(recipe, params)  # refuse bad parameters before starting Airflow
+    env = embedded_airflow_env()
+    var = PROJECT_ROOT / "var"
+    (var / "logs").mkdir(parents=True, exist_ok=True)
+    log = var / "logs" / f"demo-{args.dag_id}-{time.strftime('%Y%m%dT%H%M%S')}.log"
+    print(f"airflow home {env['AIRFLOW_HOME']}; full log {log}")
+    if _airflow(env, "db", "migrate", log=log) != 0:
+        print(f"airflow db migrate failed, see {log}", file=sys.stderr)
+        return 1
+    for kind, slots in (("npu", 8), ("gpu", 8), ("cpu", os.cpu_count() or 1)):
+        _airflow(env, "pools", "set", f"{kind}_devices", str(slots), f"{kind} cards on this host", log=log)
+    runs = Path(env["NPUFLOW_RUNS_DIR"]) / args.dag_id
+    before = set(runs.glob("*")) if runs.is_dir() else set()
+    airflow = str(Path(sys.executable).with_name("airflow"))
+    cmd = [airflow, "dags", "test", args.dag_id, "-c", json.dumps(params)]
+    print(f"$ {' '.join(cmd[1:])}", flush=True)
+    with open(log, "a") as fh:
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, text=True)
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            fh.write(line)
+            if any(m in line for m in DEMO_MARKERS):
+                text = line.split("[airflow.task", 1)[0].split("[info     ]")[-1].strip()
+                print(f"  {text[:300]}", flush=True)
+        code = proc.wait()
+    new = sorted(set(runs.glob("*")) - before, key=lambda p: p.stat().st_mtime) if runs.is_dir() else []
+    report = new[-1] / "report.md" if new else None
+    if code != 0 or report is None or not report.is_file():
+        print(f"the DAG run failed (exit {code}); see {log}", file=sys.stderr)
+        return code or 1
+    print(f"\nrun succeeded; report: {report}\n                      {report.with_suffix('.json')}\n")
+    print(report.read_text())
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="npuflow", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    plan = sub.add_parser("plan", help="print the argv/env/cwd of every stage a run would execute")
+    plan.add_argument("dag_id")
+    plan.add_argument("--profile")
+    plan.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a DAG parameter")
+    plan.add_argument("--run-id", default="manual__plan", help="run id used to name the run directory")
+    plan.set_defaults(func=cmd_plan)
+    rec = sub.add_parser("recipes", help="list the recipes (one DAG each)")
+    rec.set_defaults(func=cmd_recipes)
+    demo = sub.add_parser("demo", help="run a DAG end to end with `airflow dags test` on the embedded default")
+    demo.add_argument("dag_id")
+    demo.add_argument("--profile", default="smoke")
+    demo.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    demo.set_defaults(func=cmd_demo)
+    val = sub.add_parser("validate-dataset", help="run the dataset checks of the validate stage")
+    val.add_argument("format", choices=["coco"])
+    val.add_argument("root", type=Path)
+    val.add_argument("--split", action="append", required=True)
+    val.add_argument("--report", type=Path)
+    val.set_defaults(func=cmd_validate_dataset)
+    args = p.parse_args(argv)
+    try:
+        return args.func(args)
+    except (PlanError, RecipeError) as exc:
+        print(f"npuflow: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,114 @@
+"""The stage executor's contract on real child processes: failures name the cause and keep what was good."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from operators.plan import build_plan
+from operators.recipe import load_recipe
+from operators.rundir import read_stage_result
+from operators.stages.execute import StageFailed, execute_stage
+
+TRAIN_LINE = ("Epoch: [0] [0/1] learning_rate: 0.001 loss: {loss} loss_cls: 0.5 eta: 0:00:01 batch_cost: 0.1 "
+              "data_cost: 0.0 ips: 5.0 images/s")
+# A trainer stand-in: prints ppdet-format lines, writes the checkpoint the recipe expects, exits with {code}.
+TRAINER = (
+    "import os, sys\n"
+    "print({line!r}, flush=True)\n"
+    "if {write}: os.makedirs('out', exist_ok=True); open('out/best.pdparams', 'w').write('w')\n"
+    "sys.exit({code})\n"
+)
+
+
+def _recipe(tmp_path: Path, monkeypatch, *, loss: str = "1.5", code: int = 0, write: bool = True):
+    recipe = {
+        "dag_id": "toy", "title": "toy", "tutorial": "none", "schedule": None,
+        "toolkit": {"name": "t", "repository": "r", "ref": "x"},
+        "dataset": {"name": "toy", "format": "coco", "splits": {"train": "train2017", "val": "val2017"}},
+        "log_format": "ppdet", "published": {}, "default_profile": "cpu",
+        "vars": {"python": "{interpreter}", "root": "{run_dir}/dataset"},
+        "profiles": {"cpu": {"description": "d", "device": {"kind": "cpu", "count": 1},
+                             "dataset_source": {"kind": "synthetic", "images": {"train2017": 2, "val2017": 1},
+                                                "categories": 2, "image_size": [64, 64]}}},
+        "stages": {
+            "prepare_dataset": {"kind": "prepare_dataset", "cwd": "{run_dir}", "env": {"PYTHONPATH": "{project_root}"},
+                                "argv": ["{python}", "-m", "operators.datasets.prepare", "--format", "coco", "--root",
+                                         "{root}", "--source", "{dataset_source}", "--out", "{stage_dir}/dataset.json"]},
+            "validate_dataset": {"kind": "validate_dataset", "cwd": "{run_dir}", "env": {"PYTHONPATH": "{project_root}"},
+                                 "argv": ["{python}", "-m", "operators.datasets.validate", "coco", "{root}", "--split",
+                                          "train2017", "--report", "{stage_dir}/validation.json"]},
+            "train": {"kind": "train", "cwd": "{stage_dir}", "outputs": {"best_model": "out/best.pdparams"},
+                      "argv": ["{python}", "-c", TRAINER.format(line=TRAIN_LINE.format(loss=loss), code=code,
+                                                                write=write)]},
+        },
+    }
+    (tmp_path / "recipes").mkdir()
+    (tmp_path / "recipes" / "toy.yaml").write_text(yaml.safe_dump(recipe))
+    monkeypatch.setenv("NPUFLOW_RECIPES_DIR", str(tmp_path / "recipes"))
+    plan = build_plan(load_recipe("toy"), {}, run_id="r1", runs_root=tmp_path / "runs")
+    Path(plan.stage("train").stage_dir).mkdir(parents=True)
+    return plan
+
+
+def _run(plan, name: str) -> dict:
+    return execute_stage(plan, plan.stage(name), log=lambda _: None, log_format="ppdet")
+
+
+def test_stages_run_and_record_results(tmp_path: Path, monkeypatch) -> None:
+    plan = _recipe(tmp_path, monkeypatch)
+    for name in ("prepare_dataset", "validate_dataset", "train"):
+        _run(plan, name)
+    result = read_stage_result(plan.run_dir, "train")
+    assert result["ok"] and result["metrics"]["losses_finite"]
+    assert result["metrics"]["last_losses"] == {"loss": 1.5, "loss_cls": 0.5}
+    assert result["outputs"]["best_model"].endswith("out/best.pdparams")
+    lines = (Path(plan.stage("train").stage_dir) / "metrics.jsonl").read_text().splitlines()
+    assert json.loads(lines[0])["ips_global"] == 5.0
+
+
+def test_crash_names_exit_code_and_log_tail(tmp_path: Path, monkeypatch) -> None:
+    plan = _recipe(tmp_path, monkeypatch, code=7)
+    _run(plan, "prepare_dataset")
+    _run(plan, "validate_dataset")
+    with pytest.raises(StageFailed, match=r"exited with code 7(.|\n)*Epoch: \[0\]"):
+        _run(plan, "train")
+    assert read_stage_result(plan.run_dir, "train")["ok"] is False
+    # What was good stays good.
+    assert read_stage_result(plan.run_dir, "validate_dataset")["ok"] is True
+
+
+def test_nan_loss_fails_the_stage(tmp_path: Path, monkeypatch) -> None:
+    plan = _recipe(tmp_path, monkeypatch, loss="nan")
+    _run(plan, "prepare_dataset")
+    _run(plan, "validate_dataset")
+    with pytest.raises(StageFailed, match="non-finite loss"):
+        _run(plan, "train")
+
+
+def test_missing_output_fails_even_on_exit_0(tmp_path: Path, monkeypatch) -> None:
+    plan = _recipe(tmp_path, monkeypatch, write=False)
+    _run(plan, "prepare_dataset")
+    _run(plan, "validate_dataset")
+    with pytest.raises(StageFailed, match=r"left no best_model \(out/best.pdparams\)"):
+        _run(plan, "train")
+
+
+def test_training_refuses_a_dataset_that_failed_validation(tmp_path: Path, monkeypatch) -> None:
+    plan = _recipe(tmp_path, monkeypatch)
+    _run(plan, "prepare_dataset")
+    next(Path(plan.run_dir, "dataset", "train2017").glob("*.jpg")).unlink()
+    with pytest.raises(StageFailed, match="missing_image_file"):
+        _run(plan, "validate_dataset")
+    with pytest.raises(StageFailed, match="refusing to start on a dataset that failed validation"):
+        _run(plan, "train")
+    assert not (Path(plan.stage("train").stage_dir) / "stage.log").exists()  # no trainer was started
+
+
+def test_training_needs_a_validation_result_when_validation_is_selected(tmp_path: Path, monkeypatch) -> None:
+    plan = _recipe(tmp_path, monkeypatch)
+    with pytest.raises(StageFailed, match="has no result"):
+        _run(plan, "train")

@@ -1,0 +1,80 @@
+"""Log parsers on real lines of each toolkit's training output."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from operators.logparse import MetricsSummary, parse_eta, parse_paddleseg_line, parse_ppdet_line, parser_for
+
+# Printed by ppdet 2.6.0 (rank 0) in this project's smoke run.
+PPDET_TRAIN = ("[11/23 20:25:26] ppdet.engine INFO: Epoch: [1] [2/3] learning_rate: 0.001223 loss: 3.545623 "
+               "loss_cls: 0.535375 loss_iou: 0.723703 loss_dfl: 2.401980 loss_l1: 4.808639 eta: 0:00:01 "
+               "batch_cost: 0.4101 data_cost: 0.0002 ips: 9.7535 images/s")
+PPDET_AP = " Average Precision  (AP) @[ IoU=0.50:0.95 | area=   all | maxDets=100 ] = 0.412"
+PPDET_AP_SMALL = " Average Precision  (AP) @[ IoU=0.50:0.95 | area= small | maxDets=100 ] = 0.201"
+PPDET_BEST = "[11/23 20:25:28] ppdet.engine INFO: Best test bbox ap is 0.413."
+# The formats FACTS.md quotes for PaddleSeg.
+SEG_TRAIN = ("2026-11-23 20:00:00 [INFO]\t[TRAIN] epoch: 1, iter: 10/80000, loss: 2.0412, lr: 0.009999, "
+             "batch_cost: 0.5123, reader_cost: 0.01234, ips: 3.9040 samples/sec | ETA 11:22:33")
+SEG_EVAL = "2026-11-23 20:10:00 [INFO]\t[EVAL] #Images: 500 mIoU: 0.7931 Acc: 0.9612 Kappa: 0.9487 Dice: 0.8745"
+
+
+def test_ppdet_train_line() -> None:
+    rec = parse_ppdet_line(PPDET_TRAIN)
+    assert rec == {
+        "type": "train", "epoch": 1, "iter": 2, "iters_per_epoch": 3, "lr": 0.001223,
+        "losses": {"loss": 3.545623, "loss_cls": 0.535375, "loss_iou": 0.723703, "loss_dfl": 2.40198,
+                   "loss_l1": 4.808639},
+        "eta_s": 1, "batch_cost": 0.4101, "data_cost": 0.0002, "ips_per_card": 9.7535,
+    }
+
+
+def test_ppdet_eval_lines() -> None:
+    assert parse_ppdet_line(PPDET_AP) == {"type": "eval", "bbox_map": 0.412}
+    assert parse_ppdet_line(PPDET_AP_SMALL) is None  # only the all-area summary counts
+    assert parse_ppdet_line(PPDET_BEST) == {"type": "eval", "best_bbox_ap": 0.413}
+
+
+def test_ppdet_nan_loss_is_parsed_not_dropped() -> None:
+    rec = parse_ppdet_line(PPDET_TRAIN.replace("loss: 3.545623", "loss: nan"))
+    assert rec is not None and math.isnan(rec["losses"]["loss"])
+
+
+def test_paddleseg_lines() -> None:
+    rec = parse_paddleseg_line(SEG_TRAIN)
+    assert rec is not None
+    assert (rec["epoch"], rec["iter"], rec["iters_total"]) == (1, 10, 80000)
+    assert rec["losses"] == {"loss": 2.0412}
+    assert rec["eta_s"] == 11 * 3600 + 22 * 60 + 33
+    assert rec["ips_per_card"] == 3.904
+    assert parse_paddleseg_line(SEG_EVAL) == {"type": "eval", "images": 500, "miou": 0.7931, "acc": 0.9612,
+                                              "kappa": 0.9487, "dice": 0.8745}
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("0:00:05", 5), ("12:34:56", 45296), ("2 days, 1:00:00", 176400)])
+def test_eta(text: str, seconds: int) -> None:
+    assert parse_eta(text) == seconds
+
+
+def test_unrelated_lines_are_ignored() -> None:
+    for line in ["LAUNCH INFO 2026-11-23 ips: None", "loading annotations into memory...", ""]:
+        assert parse_ppdet_line(line) is None
+        assert parse_paddleseg_line(line) is None
+
+
+def test_summary_scales_throughput_and_flags_non_finite_losses() -> None:
+    summary = MetricsSummary(world_size=8)
+    summary.add(parse_ppdet_line(PPDET_TRAIN))
+    summary.add(parse_ppdet_line(PPDET_TRAIN.replace("loss: 3.545623", "loss: inf")))
+    summary.add(parse_ppdet_line(PPDET_AP))
+    out = summary.to_dict()
+    assert out["ips_global_median"] == pytest.approx(9.7535 * 8)
+    assert out["non_finite_losses"] == 1 and out["losses_finite"] is False
+    assert out["eval"]["bbox_map"] == 0.412 and out["evaluations"] == 1
+
+
+def test_unknown_format_is_an_error() -> None:
+    with pytest.raises(ValueError, match="no parser"):
+        parser_for("caffe")

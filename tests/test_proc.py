@@ -1,0 +1,90 @@
+"""The stage process runner: streaming, exit codes, and killing the whole process group."""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+from operators.proc import StageProcess, describe_exit
+
+# A launcher-like child: forks two grandchildren that would outlive it, prints their pids, then waits.
+SPAWNER = """
+import signal, subprocess, sys, time
+if len(sys.argv) > 1:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a rank that ignores SIGTERM
+kids = [subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"]) for _ in range(2)]
+print("pids", *[k.pid for k in kids], flush=True)
+time.sleep(120)
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie still answers kill(0); it is dead for our purpose.
+    stat = Path(f"/proc/{pid}/stat")
+    return stat.exists() and stat.read_text().split()[2] != "Z"
+
+
+def _run_and_kill(tmp_path: Path, extra: list[str], grace: float) -> tuple[list[int], float, int]:
+    proc = StageProcess([sys.executable, "-c", SPAWNER, *extra], env={}, cwd=str(tmp_path),
+                        log_path=tmp_path / "stage.log")
+    pids: list[int] = []
+    seen = threading.Event()
+
+    def on_line(line: str) -> None:
+        if line.startswith("pids"):
+            pids.extend(int(p) for p in line.split()[1:])
+            seen.set()
+
+    result: list[int] = []
+    thread = threading.Thread(target=lambda: result.append(proc.run(on_line)))
+    thread.start()
+    assert seen.wait(20), "child never printed its pids"
+    started = time.monotonic()
+    proc.terminate(grace_s=grace)
+    took = time.monotonic() - started
+    thread.join(20)
+    return [proc.proc.pid, *pids], took, result[0]
+
+
+def test_terminate_kills_children_and_grandchildren(tmp_path: Path) -> None:
+    pids, took, code = _run_and_kill(tmp_path, [], grace=5)
+    assert code < 0  # killed by a signal
+    deadline = time.monotonic() + 5
+    while any(map(_alive, pids)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(map(_alive, pids)), pids
+    assert took < 5
+
+
+def test_sigterm_ignoring_group_gets_sigkill_after_grace(tmp_path: Path) -> None:
+    pids, took, code = _run_and_kill(tmp_path, ["ignore-term"], grace=1)
+    assert describe_exit(code) == "killed by SIGKILL"
+    assert 0.9 < took < 5
+    deadline = time.monotonic() + 5
+    while any(map(_alive, pids)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(map(_alive, pids))
+
+
+def test_lines_are_streamed_and_logged(tmp_path: Path) -> None:
+    lines: list[str] = []
+    code = StageProcess([sys.executable, "-c", "import sys\nfor i in range(3): print('line', i)\nsys.exit(3)"],
+                        env={"X": "1"}, cwd=str(tmp_path), log_path=tmp_path / "s.log").run(lines.append)
+    assert lines == ["line 0", "line 1", "line 2"]
+    assert code == 3 and describe_exit(code) == "exited with code 3"
+    assert (tmp_path / "s.log").read_text().splitlines() == lines
+
+
+def test_shell_is_never_involved(tmp_path: Path) -> None:
+    lines: list[str] = []
+    StageProcess([sys.executable, "-c", "import sys; print(sys.argv[1])", "$(id); touch pwned"], env={},
+                 cwd=str(tmp_path), log_path=tmp_path / "s.log").run(lines.append)
+    assert lines == ["$(id); touch pwned"]
+    assert not (tmp_path / "pwned").exists()

@@ -1,0 +1,92 @@
+"""Recipe schema: every shipped recipe is valid; a bad one fails naming the file and the field."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from operators.recipe import RecipeError, list_recipes, load_recipe, load_recipe_file, recipes_dir
+
+EXPECTED_DAGS = {
+    "ppyoloe_plus_crn_l_80e_coco",
+    "deeplabv3p_resnet50_os8_cityscapes_1024x512_80k",
+    "picodet_s_416_coco_npu_qat",
+    "yolor_p6_coco",
+    "ssd300_coco",
+}
+
+
+def test_all_five_recipes_present_and_valid() -> None:
+    assert set(list_recipes()) == EXPECTED_DAGS
+    for dag_id in EXPECTED_DAGS:
+        recipe = load_recipe(dag_id)
+        assert recipe.dag_id == dag_id
+        assert "production" in recipe.profiles
+
+
+def _base() -> dict:
+    return yaml.safe_load((recipes_dir() / "ppyoloe_plus_crn_l_80e_coco.yaml").read_text())
+
+
+def _set(data: dict, path: list, value) -> dict:
+    data = copy.deepcopy(data)
+    node = data
+    for key in path[:-1]:
+        node = node[key]
+    if value is _DELETE:
+        del node[path[-1]]
+    else:
+        node[path[-1]] = value
+    return data
+
+
+_DELETE = object()
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "message"),
+    [
+        pytest.param(["toolkit"], _DELETE, "'toolkit' is a required property", id="missing-toolkit"),
+        pytest.param(["stages", "train", "argv", 1], 5, "stages.train.argv[1]", id="argv-not-a-string"),
+        pytest.param(["profiles", "production", "device", "kind"], "tpu", "profiles.production.device.kind",
+                     id="unknown-device-kind"),
+        pytest.param(["profiles", "production", "device", "count"], 0, "profiles.production.device.count",
+                     id="zero-cards"),
+        pytest.param(["stages", "train", "kind"], "deploy", "stages.train.kind", id="unknown-stage-kind"),
+        pytest.param(["default_profile"], "nightly", "default_profile", id="default-profile-missing"),
+        pytest.param(["stages", "export", "kind"], "train", "each kind may appear once", id="two-train-stages"),
+        pytest.param(["vars", "Bad-Name"], "x", "vars", id="bad-var-name"),
+        pytest.param(["published", "bbox_map"], {"value": "high", "source": "x"}, "published.bbox_map.value",
+                     id="published-not-a-number"),
+        pytest.param(["extra_key"], 1, "extra_key", id="unknown-top-level-key"),
+    ],
+)
+def test_bad_recipe_names_file_and_field(tmp_path: Path, path: list, value, message: str) -> None:
+    bad = tmp_path / "ppyoloe_plus_crn_l_80e_coco.yaml"
+    bad.write_text(yaml.safe_dump(_set(_base(), path, value)))
+    with pytest.raises(RecipeError) as err:
+        load_recipe_file(bad)
+    assert str(bad) in str(err.value)
+    assert message in str(err.value)
+
+
+def test_dag_id_must_match_file_name(tmp_path: Path) -> None:
+    bad = tmp_path / "other_name.yaml"
+    bad.write_text(yaml.safe_dump(_base()))
+    with pytest.raises(RecipeError, match="must equal the file name"):
+        load_recipe_file(bad)
+
+
+def test_invalid_yaml_is_reported(tmp_path: Path) -> None:
+    bad = tmp_path / "x.yaml"
+    bad.write_text("dag_id: [unclosed\n")
+    with pytest.raises(RecipeError, match="not valid YAML"):
+        load_recipe_file(bad)
+
+
+def test_unknown_recipe_lists_known_ones() -> None:
+    with pytest.raises(RecipeError, match="ppyoloe_plus_crn_l_80e_coco"):
+        load_recipe("no_such_model")
