@@ -51,7 +51,7 @@ class Findings:
 
 
 def _is_number(x: Any) -> bool:
-    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
 def validate_coco_instances(root: Path, split: str, found: Findings, bbox_tolerance: float = 1.0) -> None:

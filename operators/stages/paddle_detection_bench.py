@@ -138,8 +138,8 @@ def main(argv: list[str] | None = None) -> int:
 
     # Accuracy pass over the whole split (untimed).
     detections = []
-    for im, x in zip(images, inputs, strict=True):
-        boxes, nums = run_once(predictor, x)
+    for i, im in enumerate(images):
+        boxes, nums = run_once(predictor, inputs[i])
         for cls, score, x1, y1, x2, y2 in boxes[: int(nums[0])]:
             if int(cls) < 0:
                 continue

@@ -1,0 +1,87 @@
+"""DAG integrity: all five DAGs load with no import errors, import nothing heavy, and carry what users need."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.test_recipes import EXPECTED_DAGS
+
+# Runs in a fresh interpreter so that sys.modules shows exactly what parsing the DAG files imported.
+PROBE = """
+import json, sys
+from airflow.dag_processing.dagbag import DagBag
+bag = DagBag(dag_folder=sys.argv[1])
+out = {"errors": {k: str(v) for k, v in bag.import_errors.items()},
+       "heavy": sorted(m for m in ("paddle", "torch", "numpy", "cv2", "ppdet", "paddleseg") if m in sys.modules),
+       "dags": {}}
+for dag_id, dag in bag.dags.items():
+    out["dags"][dag_id] = {
+        "schedule": str(dag.schedule), "catchup": dag.catchup, "max_active_runs": dag.max_active_runs,
+        "tags": sorted(dag.tags), "doc": bool(dag.doc_md), "params": {k: {**dag.params.get_param(k).schema,
+                                                                          "description": dag.params.get_param(k).description}
+                                                                      for k in dag.params},
+        "profile_default": dag.params["profile"],
+        "tasks": [(t.task_id, type(t).__name__, t.pool, t.pool_slots, t.trigger_rule) for t in dag.topological_sort()],
+    }
+print(json.dumps(out))
+"""
+
+
+@pytest.fixture(scope="module")
+def loaded(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    from tests.conftest import ROOT
+
+    env = {"PYTHONWARNINGS": "ignore", "PATH": "/usr/bin:/bin",
+           "AIRFLOW_HOME": str(tmp_path_factory.mktemp("airflow_home"))}
+    proc = subprocess.run([sys.executable, "-c", PROBE, str(ROOT / "dags")], capture_output=True, text=True,
+                          check=True, env=env)
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_all_dags_load_without_import_errors(loaded: dict) -> None:
+    assert loaded["errors"] == {}
+    assert set(loaded["dags"]) == EXPECTED_DAGS
+
+
+def test_parsing_imports_no_training_stack(loaded: dict) -> None:
+    assert loaded["heavy"] == []
+
+
+@pytest.mark.parametrize("dag_id", sorted(EXPECTED_DAGS))
+def test_dag_shape(loaded: dict, dag_id: str) -> None:
+    dag = loaded["dags"][dag_id]
+    assert dag["catchup"] is False and dag["max_active_runs"] == 1
+    assert dag["schedule"] != "None" and dag["doc"] and dag["tags"]
+    assert dag["profile_default"] == "production"
+    for name in ("profile", "devices", "device_count", "nnodes", "epochs", "batch_size", "dataset_root",
+                 "toolkit_dir", "stages"):
+        assert name in dag["params"], name
+        assert dag["params"][name].get("description")
+    tasks = {t[0]: t for t in dag["tasks"]}
+    assert next(iter(tasks)) == "prepare_dataset" and list(tasks)[-1] == "report"
+    _, operator, pool, slots, _ = tasks["train"]
+    assert operator == "DistributedTrainOperator"
+    assert pool == "npu_devices" and slots in (4, 8)
+
+
+def test_pool_slots_follow_the_cards_of_the_default_profile(loaded: dict) -> None:
+    slots = {d: next(t[3] for t in v["tasks"] if t[0] == "train") for d, v in loaded["dags"].items()}
+    assert slots["ppyoloe_plus_crn_l_80e_coco"] == 8
+    assert slots["deeplabv3p_resnet50_os8_cityscapes_1024x512_80k"] == 4
+
+
+def test_airflow_cli_lists_the_dags_and_no_import_errors(airflow_env: dict) -> None:
+    from tests.conftest import VENV_BIN
+
+    airflow = str(VENV_BIN / "airflow")
+    subprocess.run([airflow, "dags", "reserialize"], env=airflow_env, check=True, capture_output=True)
+    listed = subprocess.run([airflow, "dags", "list", "-o", "json"], env=airflow_env, check=True,
+                            capture_output=True, text=True).stdout
+    assert {d["dag_id"] for d in json.loads(listed)} == EXPECTED_DAGS
+    errors = subprocess.run([airflow, "dags", "list-import-errors", "-o", "json"], env=airflow_env,
+                            capture_output=True, text=True)
+    assert errors.returncode == 0, errors.stdout + errors.stderr

@@ -1,0 +1,67 @@
+"""The PP-YOLOE+ smoke DAG end to end through real Airflow: generated COCO, ppdet training under
+paddle.distributed.launch (2 CPU ranks), export, Paddle Inference benchmark, report."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import VENV_BIN
+
+DAG = "ppyoloe_plus_crn_l_80e_coco"
+
+
+def _dags_test(env: dict, conf: dict) -> subprocess.CompletedProcess:
+    return subprocess.run([str(VENV_BIN / "airflow"), "dags", "test", DAG, "-c", json.dumps(conf)], env=env,
+                          capture_output=True, text=True, timeout=900)
+
+
+@pytest.mark.e2e
+def test_smoke_dag_runs_end_to_end(airflow_env: dict) -> None:
+    proc = _dags_test(airflow_env, {"profile": "smoke"})
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    runs = list((Path(airflow_env["NPUFLOW_RUNS_DIR"]) / DAG).iterdir())
+    assert len(runs) == 1
+    run = runs[0]
+    report = json.loads((run / "report.json").read_text())
+    assert report["profile"] == "smoke" and report["not_run"] == []
+    assert all(stage["ok"] for stage in report["stages"].values())
+
+    train = report["train"]
+    assert train["world_size"] == 2 and train["train_steps"] > 0
+    assert train["losses_finite"] and all(math.isfinite(v) for v in train["last_losses"].values())
+    assert "bbox_map" in train["eval"] and train["evaluations"] >= 1  # COCO eval ran during training
+    assert sorted(p.name for p in (run / "train" / "log").glob("workerlog.*")) == ["workerlog.0", "workerlog.1"]
+    metrics = [json.loads(line) for line in (run / "train" / "metrics.jsonl").read_text().splitlines()]
+    assert any(m["type"] == "train" and m["ips_global"] > 0 for m in metrics)
+
+    export = {Path(p).name for p in report["export"].values()}
+    assert "model.pdiparams" in export and "infer_cfg.yml" in export
+    assert export & {"model.pdmodel", "model.json"}
+    for path in report["export"].values():
+        assert Path(path).stat().st_size > 0
+
+    bench = report["benchmark"]
+    lat = bench["latency_ms"]
+    assert 0 < lat["p50"] <= lat["p90"] <= lat["p99"]
+    assert bench["throughput_ips"] > 0 and bench["iters"] == 20
+    assert 0.0 <= bench["coco"]["map"] <= 1.0 and bench["coco"]["detections"] > 0
+    assert (run / "report.md").read_text().startswith("# PP-YOLOE+-l")
+
+
+def test_bad_param_is_refused_before_the_run(airflow_env: dict) -> None:
+    proc = _dags_test(airflow_env, {"profile": "smoke", "epochs": 0})
+    assert proc.returncode != 0
+    assert "epochs" in proc.stdout + proc.stderr
+    assert not (Path(airflow_env["NPUFLOW_RUNS_DIR"]) / DAG).exists()
+
+
+def test_unknown_conf_key_fails_the_first_task_with_the_allowed_keys(airflow_env: dict) -> None:
+    proc = _dags_test(airflow_env, {"profile": "smoke", "epoch": 3})
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "unknown parameter(s) ['epoch']" in out and "allowed" in out
