@@ -109,3 +109,17 @@ def test_cli_exit_status_and_report(coco: Path, tmp_path: Path) -> None:
     assert "annotation_unknown_category" in proc.stderr
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["errors"]["annotation_unknown_category"]["count"] == 1
+
+
+PY39 = Path("/root/.pyenv/versions/3.9.18/bin/python3.9")
+
+
+@pytest.mark.skipif(not PY39.exists(), reason="needs a Python 3.9 interpreter (the tutorials' NPU image has 3.9)")
+def test_validation_stage_runs_under_python_3_9(coco: Path) -> None:
+    """Stage modules run under the toolkit's interpreter; the seeds' paddle-npu image ships Python 3.9."""
+    from tests.conftest import ROOT
+
+    proc = subprocess.run([str(PY39), "-m", "operators.datasets.validate", "coco", str(coco), "--split", "val2017"],
+                          capture_output=True, text=True, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 0, proc.stderr
+    assert "dataset is clean" in proc.stdout
