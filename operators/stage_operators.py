@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowSkipException
 
-from operators.plan import Plan, build_plan, check_params
+from operators.plan import Plan, build_plan, check_params, device_claim_error
 from operators.recipe import Recipe, load_recipe
 from operators.rundir import write_json
-from operators.stages.execute import execute_stage
+from operators.stages.execute import StageFailed, execute_stage
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -61,10 +61,14 @@ class RecipeStageOperator(BaseOperator):
         if not stage.enabled:
             raise AirflowSkipException(f"stage {self.stage} not selected by the 'stages' parameter")
         write_json(Path(plan.run_dir) / "plan.json", plan.to_dict())
+        self.check_claim(plan)
         result = execute_stage(plan, stage, log=self.log.info, log_format=self.recipe.data["log_format"],
                                on_start=self._started)
         self.log.info("stage results in %s", stage.stage_dir)
         return {k: result[k] for k in ("ok", "summary", "outputs", "seconds", "metrics") if k in result}
+
+    def check_claim(self, plan: Plan) -> None:
+        """Stages that take no cards have nothing to check."""
 
     def _started(self, proc: StageProcess) -> None:
         self._proc = proc
@@ -94,6 +98,11 @@ class DistributedTrainOperator(RecipeStageOperator):
 
     stage_kind = "train"
     ui_color = "#d3f9d8"
+
+    def check_claim(self, plan: Plan) -> None:
+        problem = device_claim_error(plan.device, self.pool, self.pool_slots)
+        if problem:
+            raise StageFailed(f"stage {self.stage}: {problem}")
 
 
 class ExportModelOperator(RecipeStageOperator):

@@ -119,3 +119,21 @@ def test_cli_plan_refuses_a_bad_value_with_exit_2() -> None:
                           capture_output=True, text=True)
     assert proc.returncode == 2
     assert "epochs" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("params", "pool", "slots", "refused"),
+    [
+        pytest.param({}, "npu_devices", 8, False, id="default-fits"),
+        pytest.param({"device_count": 4}, "npu_devices", 8, False, id="fewer-cards-fit"),
+        pytest.param({"devices": "0,1,2,3,4,5,6,7,8"}, "npu_devices", 8, True, id="more-cards-than-reserved"),
+        pytest.param({"profile": "smoke"}, "npu_devices", 8, False, id="cpu-run-takes-no-npu"),
+    ],
+)
+def test_device_claim_against_the_pool(recipe, params: dict, pool: str, slots: int, refused: bool) -> None:
+    from operators.plan import device_claim_error
+
+    error = device_claim_error(build_plan(recipe, params, run_id="t").device, pool, slots)
+    assert (error is not None) == refused
+    if refused:
+        assert "reserves only 8 slot(s) of pool 'npu_devices'" in error
