@@ -96,7 +96,7 @@ def render_markdown(report: dict[str, Any]) -> str:
                          f"{_fmt(c['ratio'])} | {c['setting']} | {c['source']} |")
     else:
         lines.append("The tutorial publishes no numbers for this model.")
-    if report["profile"] != "production":
+    if report["profile"] not in (None, "production"):
         lines += ["", f"Profile `{report['profile']}` trains a tiny model on generated data: its numbers check "
                       "the pipeline, they are not comparable with the published ones."]
     return "\n".join(lines) + "\n"

@@ -1,5 +1,5 @@
-"""The PP-YOLOE+ smoke DAG end to end through real Airflow: generated COCO, ppdet training under
-paddle.distributed.launch (2 CPU ranks), export, Paddle Inference benchmark, report."""
+"""Every DAG with a smoke profile, end to end through real Airflow: generated COCO, real training under
+paddle.distributed.launch (2 CPU ranks), the toolkit's export, Paddle Inference benchmark, report."""
 
 from __future__ import annotations
 
@@ -10,21 +10,28 @@ from pathlib import Path
 
 import pytest
 
+from operators.recipe import list_recipes, load_recipe
 from tests.conftest import VENV_BIN
 
 DAG = "ppyoloe_plus_crn_l_80e_coco"
+SMOKE_DAGS = [d for d in list_recipes() if "smoke" in load_recipe(d).profiles]
 
 
-def _dags_test(env: dict, conf: dict) -> subprocess.CompletedProcess:
-    return subprocess.run([str(VENV_BIN / "airflow"), "dags", "test", DAG, "-c", json.dumps(conf)], env=env,
+def _dags_test(env: dict, conf: dict, dag_id: str = DAG) -> subprocess.CompletedProcess:
+    return subprocess.run([str(VENV_BIN / "airflow"), "dags", "test", dag_id, "-c", json.dumps(conf)], env=env,
                           capture_output=True, text=True, timeout=900)
 
 
+def test_the_first_pipeline_has_a_smoke_profile() -> None:
+    assert DAG in SMOKE_DAGS
+
+
 @pytest.mark.e2e
-def test_smoke_dag_runs_end_to_end(airflow_env: dict) -> None:
-    proc = _dags_test(airflow_env, {"profile": "smoke"})
+@pytest.mark.parametrize("dag_id", SMOKE_DAGS)
+def test_smoke_dag_runs_end_to_end(airflow_env: dict, dag_id: str) -> None:
+    proc = _dags_test(airflow_env, {"profile": "smoke"}, dag_id)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    runs = list((Path(airflow_env["NPUFLOW_RUNS_DIR"]) / DAG).iterdir())
+    runs = list((Path(airflow_env["NPUFLOW_RUNS_DIR"]) / dag_id).iterdir())
     assert len(runs) == 1
     run = runs[0]
     report = json.loads((run / "report.json").read_text())
@@ -50,7 +57,7 @@ def test_smoke_dag_runs_end_to_end(airflow_env: dict) -> None:
     assert 0 < lat["p50"] <= lat["p90"] <= lat["p99"]
     assert bench["throughput_ips"] > 0 and bench["iters"] == 20
     assert 0.0 <= bench["coco"]["map"] <= 1.0 and bench["coco"]["detections"] > 0
-    assert (run / "report.md").read_text().startswith("# PP-YOLOE+-l")
+    assert (run / "report.md").read_text().startswith(f"# {load_recipe(dag_id).data['title']}")
 
 
 def test_bad_param_is_refused_before_the_run(airflow_env: dict) -> None:
