@@ -127,12 +127,18 @@ class _TrainProgress:
         return {**self.summary.to_dict(), "unparsed_lines": self.parse_errors}
 
 
-def _worker_failures(log_dir: str | None) -> list[str]:
-    """Name the ranks whose worker log shows a Python traceback (paddle launch writes workerlog.N)."""
-    if not log_dir or not Path(log_dir).is_dir():
+def _worker_failures(log_dir: Path, since: float) -> list[str]:
+    """Name the ranks whose worker log shows a Python traceback (paddle launch writes workerlog.N).
+
+    Only logs written since the stage started count: without --log_dir, paddle writes to <cwd>/log, where
+    an earlier run's logs may still lie.
+    """
+    if not log_dir.is_dir():
         return []
     failed = []
-    for path in sorted(Path(log_dir).glob("workerlog.*")):
+    for path in sorted(log_dir.glob("workerlog.*")):
+        if path.stat().st_mtime < since:
+            continue
         text = path.read_text(errors="replace")
         if "Traceback (most recent call last)" in text:
             last = [ln for ln in text.splitlines() if ln.strip()][-1:]
@@ -181,7 +187,9 @@ def execute_stage(plan: Plan, stage: StageCommand, *, log: Log, log_format: str,
         if stage.kind == "validate_dataset" and (stage_dir / "validation.json").is_file():
             result.update(_collect(stage, metrics))
         result["ok"] = False
-        ranks = _worker_failures(plan.variables.get("launch_log_dir"))
+        # paddle.distributed.launch's default --log_dir is "log" in its working directory.
+        log_dir = Path(plan.variables.get("launch_log_dir") or Path(stage.cwd) / "log")
+        ranks = _worker_failures(log_dir, since=started) if stage.kind == "train" else []
         result["failed_ranks"] = ranks
         write_stage_result(stage_dir, result)
         why = f"; failing rank(s): {'; '.join(ranks)}" if ranks else ""
