@@ -16,6 +16,7 @@ from typing import Any
 
 from operators.launch import launch_argv
 from operators.recipe import PROJECT_ROOT, Recipe
+from operators.rundir import run_dir_for
 
 #: Parameters a user may set (trigger form, REST conf, ``npuflow plan --set``). None means "the profile's".
 PARAMS: dict[str, dict[str, Any]] = {
@@ -228,8 +229,6 @@ def build_plan(recipe: Recipe, params: dict[str, Any] | None = None, *, run_id: 
     profile_name = params.get("profile") or recipe.default_profile
     profile = recipe.profile(profile_name)
     device = _device(recipe, profile, params)
-    from operators.rundir import run_dir_for
-
     run_dir = run_dir_for(recipe.dag_id, run_id, runs_root)
     splits = recipe.data["dataset"]["splits"]
     builtins: dict[str, Any] = {
@@ -269,7 +268,7 @@ def build_plan(recipe: Recipe, params: dict[str, Any] | None = None, *, run_id: 
     stages = []
     for name, spec in recipe.stages.items():
         stage_dir = run_dir / name
-        vs = _Vars({**raw, "stage_dir": str(stage_dir)}, f"{recipe.path.name} stage {name}")
+        vs = _Vars({**raw, "stage_dir": _Literal(stage_dir)}, f"{recipe.path.name} stage {name}")
         stages.append(StageCommand(
             name=name,
             kind=spec["kind"],
@@ -282,8 +281,19 @@ def build_plan(recipe: Recipe, params: dict[str, Any] | None = None, *, run_id: 
             enabled=name in selected,
             execution_timeout_minutes=spec.get("execution_timeout_minutes"),
         ))
-    shown = _Vars(raw, recipe.path.name)
-    variables = {k: "" if shown.value(k) is None else str(shown.value(k)) for k in sorted(raw)}
     return Plan(dag_id=recipe.dag_id, profile=profile_name, run_id=run_id, run_dir=str(run_dir),
                 device=device, dataset={**recipe.data["dataset"], "source": profile["dataset_source"]},
-                variables=variables, stages=stages)
+                variables=_resolved(raw, recipe.path.name), stages=stages)
+
+
+def _resolved(raw: dict[str, Any], where: str) -> dict[str, str]:
+    """Every variable's value for the record in plan.json; one this profile cannot render shows as ''."""
+    shown = _Vars(raw, where)
+    out = {}
+    for name in sorted(raw):
+        try:
+            value = shown.value(name)
+        except PlanError:
+            value = None
+        out[name] = "" if value is None else str(value)
+    return out
