@@ -103,7 +103,8 @@ def test_training_refuses_a_dataset_that_failed_validation(tmp_path: Path, monke
     next(Path(plan.run_dir, "dataset", "train2017").glob("*.jpg")).unlink()
     with pytest.raises(StageFailed, match="missing_image_file"):
         _run(plan, "validate_dataset")
-    with pytest.raises(StageFailed, match="refusing to start on a dataset that failed validation"):
+    with pytest.raises(StageFailed, match="refusing to start on a dataset that failed validation: "
+                                          "dataset problems: missing_image_file x1"):
         _run(plan, "train")
     assert not (Path(plan.stage("train").stage_dir) / "stage.log").exists()  # no trainer was started
 
@@ -130,3 +131,14 @@ def test_failing_rank_is_named_from_fresh_worker_logs_only(tmp_path: Path, monke
     failed = _worker_failures(log, since=time.time() - 60)
     assert len(failed) == 1
     assert failed[0].startswith("rank 1: RuntimeError: NPU out of memory")
+
+
+def test_declared_output_missing_is_named_before_reading_it(tmp_path: Path, monkeypatch) -> None:
+    plan = _recipe(tmp_path, monkeypatch)
+    # The prepare stage's dataset.json is read after the command; a command that writes nothing must fail
+    # with the missing output named, not with a file-not-found from reading it.
+    stage = plan.stage("prepare_dataset")
+    stage.argv = [stage.argv[0], "-c", "pass"]
+    stage.outputs = {"dataset": [f"{stage.stage_dir}/dataset.json"]}
+    with pytest.raises(StageFailed, match="left no dataset"):
+        _run(plan, "prepare_dataset")

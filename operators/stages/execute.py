@@ -199,11 +199,11 @@ def execute_stage(plan: Plan, stage: StageCommand, *, log: Log, log_format: str,
     outputs = _existing(stage)
     missing = _missing(stage, outputs)
     result["outputs"] = outputs
-    result.update(_collect(stage, metrics))
     if missing:
         result["ok"] = False
         write_stage_result(stage_dir, result)
         raise StageFailed(f"stage {stage.name}: command succeeded but left no {', '.join(missing)}")
+    result.update(_collect(stage, metrics))
     if not result.setdefault("ok", True):
         write_stage_result(stage_dir, result)
         raise StageFailed(f"stage {stage.name}: {result['summary']}")
@@ -220,7 +220,10 @@ def _collect(stage: StageCommand, metrics: dict[str, Any] | None) -> dict[str, A
         return {"dataset": dataset, "summary": f"{dataset['source']} dataset at {dataset['root']}"}
     if stage.kind == "validate_dataset":
         report = json.loads((stage_dir / "validation.json").read_text())
-        return {"ok": report["ok"], "counts": report["counts"],
+        if not report["ok"]:
+            problems = "; ".join(f"{kind} x{e['count']} (e.g. {e['examples'][0]})" for kind, e in report["errors"].items())
+            return {"ok": False, "counts": report["counts"], "summary": f"dataset problems: {problems}"}
+        return {"ok": True, "counts": report["counts"],
                 "summary": f"counts {json.dumps(report['counts'])}, "
                            f"{sum(v['count'] for v in report['warnings'].values())} warning(s)"}
     if stage.kind == "train" and metrics is not None:
