@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from operators.plan import PlanError, build_plan
+from operators.plan import PlanError, build_plan, device_pool
 from operators.recipe import PROJECT_ROOT, RecipeError, list_recipes, load_recipe
 
 
@@ -71,12 +71,16 @@ def embedded_airflow_env() -> dict[str, str]:
     return env
 
 
+def _airflow_bin() -> str:
+    """The airflow console script of the environment npuflow runs in."""
+    return str(Path(sys.executable).with_name("airflow"))
+
+
 def _airflow(env: dict[str, str], *argv: str, log: Path) -> int:
-    airflow = str(Path(sys.executable).with_name("airflow"))
     with open(log, "a") as fh:
         fh.write(f"\n$ airflow {' '.join(argv)}\n")
         fh.flush()
-        return subprocess.run([airflow, *argv], env=env, stdout=fh, stderr=subprocess.STDOUT,
+        return subprocess.run([_airflow_bin(), *argv], env=env, stdout=fh, stderr=subprocess.STDOUT,
                               stdin=subprocess.DEVNULL).returncode
 
 
@@ -97,11 +101,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(f"airflow db migrate failed, see {log}", file=sys.stderr)
         return 1
     for kind, slots in (("npu", 8), ("gpu", 8), ("cpu", os.cpu_count() or 1)):
-        _airflow(env, "pools", "set", f"{kind}_devices", str(slots), f"{kind} cards on this host", log=log)
+        _airflow(env, "pools", "set", device_pool(kind), str(slots), f"{kind} cards on this host", log=log)
     runs = Path(env["NPUFLOW_RUNS_DIR"]) / args.dag_id
     before = set(runs.glob("*")) if runs.is_dir() else set()
-    airflow = str(Path(sys.executable).with_name("airflow"))
-    cmd = [airflow, "dags", "test", args.dag_id, "-c", json.dumps(params)]
+    cmd = [_airflow_bin(), "dags", "test", args.dag_id, "-c", json.dumps(params)]
     print(f"$ {' '.join(cmd[1:])}", flush=True)
     with open(log, "a") as fh:
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

@@ -8,16 +8,11 @@ from typing import Any
 
 from airflow.sdk import DAG, Param
 
-from operators.plan import PARAMS
+from operators.plan import PARAMS, device_pool
 from operators.recipe import Recipe, load_recipe
 from operators.stage_operators import OPERATOR_FOR_KIND
 
 START_DATE = datetime(2026, 1, 1)
-
-
-def device_pool(kind: str) -> str:
-    """One Airflow pool per device kind; its slots are that kind's cards on the host (see README)."""
-    return f"{kind}_devices"
 
 
 def dag_params(recipe: Recipe) -> dict[str, Param]:

@@ -34,10 +34,6 @@ def parse_eta(text: str) -> float:
     return days * 86400 + h * 3600 + m * 60 + s
 
 
-def _float(text: str) -> float:
-    return float(text)
-
-
 def parse_ppdet_line(line: str) -> Record | None:
     m = _PPDET_TRAIN.search(line)
     if m:
@@ -48,21 +44,21 @@ def parse_ppdet_line(line: str) -> Record | None:
             if key == "eta":
                 rec["eta_s"] = parse_eta(value)
             elif key == "learning_rate":
-                rec["lr"] = _float(value)
+                rec["lr"] = float(value)
             elif key.startswith("loss"):
-                rec["losses"][key] = _float(value)
+                rec["losses"][key] = float(value)
             elif key == "ips":
-                rec["ips_per_card"] = _float(value)
+                rec["ips_per_card"] = float(value)
             elif key in ("batch_cost", "data_cost"):
-                rec[key] = _float(value)
+                rec[key] = float(value)
         return rec
     m = _COCO_AP.search(line)
     if m:
         key = {"0.50:0.95": "bbox_map", "0.50": "bbox_ap50", "0.75": "bbox_ap75"}[m["iou"]]
-        return {"type": "eval", key: _float(m["v"])}
+        return {"type": "eval", key: float(m["v"])}
     m = _PPDET_BEST.search(line)
     if m:
-        return {"type": "eval", f"best_{m['key']}_{m['func']}": _float(m["v"])}
+        return {"type": "eval", f"best_{m['key']}_{m['func']}": float(m["v"])}
     return None
 
 
@@ -81,7 +77,7 @@ def parse_paddleseg_line(line: str) -> Record | None:
         rec: Record = {"type": "train", "epoch": int(m["epoch"]), "iter": int(m["iter"]),
                        "iters_total": int(m["iters"]), "losses": {}}
         for kv in _SEG_KV.finditer(m["rest"]):
-            key, value = kv["key"], _float(kv["value"])
+            key, value = kv["key"], float(kv["value"])
             if key == "loss":
                 rec["losses"]["loss"] = value
             elif key == "lr":
@@ -96,10 +92,10 @@ def parse_paddleseg_line(line: str) -> Record | None:
         return rec
     m = _SEG_EVAL.search(line)
     if m:
-        rec = {"type": "eval", "images": int(m["images"]), "miou": _float(m["miou"]), "acc": _float(m["acc"]),
-               "kappa": _float(m["kappa"])}
+        rec = {"type": "eval", "images": int(m["images"]), "miou": float(m["miou"]), "acc": float(m["acc"]),
+               "kappa": float(m["kappa"])}
         if m["dice"] is not None:
-            rec["dice"] = _float(m["dice"])
+            rec["dice"] = float(m["dice"])
         return rec
     return None
 

@@ -159,13 +159,18 @@ def _device(recipe: Recipe, profile: dict[str, Any], params: dict[str, Any]) -> 
             "master": params.get("master")}
 
 
+def device_pool(kind: str) -> str:
+    """One Airflow pool per device kind; its slots are that kind's cards on the host (see README)."""
+    return f"{kind}_devices"
+
+
 def device_claim_error(device: dict[str, Any], pool: str, pool_slots: int) -> str | None:
     """Why a run may not start under a task that reserved ``pool_slots`` of ``pool``, or None if it may.
 
     Airflow fixes a task's pool slots when the DAG is parsed, so a run asking for more cards of the pool's
     kind than were reserved would use cards the pool never granted.
     """
-    if pool == f"{device['kind']}_devices" and device["count"] > pool_slots:
+    if pool == device_pool(device["kind"]) and device["count"] > pool_slots:
         return (f"this run asks for {device['count']} {device['kind']} cards but the train task reserves only "
                 f"{pool_slots} slot(s) of pool {pool!r}; use at most {pool_slots} or change the deployment's "
                 f"default profile")

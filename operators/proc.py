@@ -27,7 +27,6 @@ class StageProcess:
         self.log_path = log_path
         self.tail: deque[str] = deque(maxlen=tail_lines)
         self.proc: subprocess.Popen[bytes] | None = None
-        self.terminated = False
 
     def run(self, on_line: Callable[[str], None]) -> int:
         """Start the command, hand each output line to ``on_line``, return the exit code (negative: signal)."""
@@ -52,7 +51,6 @@ class StageProcess:
         proc = self.proc
         if proc is None:
             return
-        self.terminated = True
         pgid = proc.pid  # start_new_session: the child leads its own group
         try:
             os.killpg(pgid, signal.SIGTERM)

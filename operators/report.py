@@ -38,6 +38,11 @@ def measured_metrics(stages: dict[str, dict[str, Any]]) -> dict[str, float]:
     return out
 
 
+def _field_of_kind(stages: dict[str, dict[str, Any]], kind: str, field: str) -> Any:
+    """``field`` of the result of the (single) stage of ``kind``, or None."""
+    return next((r.get(field) for r in stages.values() if r.get("kind") == kind), None)
+
+
 def build_report(run_dir: Path, recipe: dict[str, Any]) -> dict[str, Any]:
     plan = json.loads((run_dir / "plan.json").read_text()) if (run_dir / "plan.json").is_file() else {}
     stages: dict[str, dict[str, Any]] = {}
@@ -62,10 +67,10 @@ def build_report(run_dir: Path, recipe: dict[str, Any]) -> dict[str, Any]:
         "stages": {n: {"ok": r.get("ok"), "seconds": r.get("seconds"), "summary": r.get("summary", "")}
                    for n, r in stages.items()},
         "not_run": [n for n in recipe["stages"] if n not in stages and n != "report"],
-        "dataset": next((r.get("counts") for r in stages.values() if r.get("kind") == "validate_dataset"), None),
-        "train": next((r.get("metrics") for r in stages.values() if r.get("kind") == "train"), None),
-        "export": next((r.get("outputs") for r in stages.values() if r.get("kind") == "export"), None),
-        "benchmark": next((r.get("benchmark") for r in stages.values() if r.get("kind") == "benchmark"), None),
+        "dataset": _field_of_kind(stages, "validate_dataset", "counts"),
+        "train": _field_of_kind(stages, "train", "metrics"),
+        "export": _field_of_kind(stages, "export", "outputs"),
+        "benchmark": _field_of_kind(stages, "benchmark", "benchmark"),
         "measured": measured,
         "published_comparison": comparison,
     }
