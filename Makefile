@@ -40,6 +40,10 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/dag_parse.py
+	$(PY) bench/dataset_validate.py
+	$(PY) bench/image_headers.py
+	$(PY) bench/download.py
+	$(PY) bench/download.py --link-mib-s 200
 
 clean:
 	rm -rf var toolkits/*/output toolkits/*/output_inference
@@ -50,5 +54,7 @@ lock:
 	/tmp/npuflow-lock/bin/pip install -q "apache-airflow==3.3.2" apache-airflow-providers-standard \
 	  "paddlepaddle==2.6.2" "paddledet==2.6.0" "paddleseg==2.8.0" "numpy<1.24" pycocotools pytest ruff wheel
 	/tmp/npuflow-lock/bin/pip check
+	# cityscapesscripts declares the py2-only "typing" backport: install it and its real imports without deps.
+	/tmp/npuflow-lock/bin/pip install -q --no-deps cityscapesscripts==2.3.0 pyquaternion==0.9.9
 	{ sed -n '1,/^# Regenerate/p' requirements/lock.txt; /tmp/npuflow-lock/bin/pip freeze | grep -v '^-e'; } > requirements/lock.new
 	mv requirements/lock.new requirements/lock.txt

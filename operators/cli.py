@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from operators.datasets.validate import build_parser as build_validate_parser
 from operators.plan import PlanError, build_plan, device_pool
 from operators.recipe import PROJECT_ROOT, RecipeError, list_recipes, load_recipe
 
@@ -53,10 +54,7 @@ def cmd_recipes(_: argparse.Namespace) -> int:
 def cmd_validate_dataset(args: argparse.Namespace) -> int:
     from operators.datasets import validate
 
-    argv = [args.format, str(args.root)] + [a for s in args.split for a in ("--split", s)]
-    if args.report:
-        argv += ["--report", str(args.report)]
-    return validate.main(argv)
+    return validate.run(args)
 
 
 def embedded_airflow_env() -> dict[str, str]:
@@ -142,12 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--profile", default="smoke")
     demo.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     demo.set_defaults(func=cmd_demo)
-    val = sub.add_parser("validate-dataset", help="run the dataset checks of the validate stage")
-    val.add_argument("format", choices=["coco"])
-    val.add_argument("root", type=Path)
-    val.add_argument("--split", action="append", required=True)
-    val.add_argument("--report", type=Path)
-    val.set_defaults(func=cmd_validate_dataset)
+    val = sub.add_parser("validate-dataset", help="run the dataset checks of the validate stage (exit 1: errors)")
+    build_validate_parser(val).set_defaults(func=cmd_validate_dataset)
     args = p.parse_args(argv)
     try:
         return args.func(args)

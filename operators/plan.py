@@ -208,6 +208,18 @@ def _referenced(obj: Any) -> set[str]:
     return set()
 
 
+def dataset_expectations(spec: dict[str, Any], source: dict[str, Any]) -> dict[str, Any]:
+    """What validation holds the dataset to: the spec's full-size counts, or a generated set's own counts."""
+    if source["kind"] != "synthetic":
+        return spec["expect"]
+    expect = {"images": source["images"]}
+    if "categories" in source:
+        expect["categories"] = source["categories"]
+    if "category_ids" in spec["expect"]:
+        expect["category_ids"] = spec["expect"]["category_ids"]  # generated ids come from the real id space
+    return expect
+
+
 def check_params(params: dict[str, Any]) -> None:
     """Refuse keys the DAG does not declare (Airflow accepts unknown conf keys silently) and values of the
     wrong type, with the same JSON schema the DAG's Params use."""
@@ -235,7 +247,9 @@ def build_plan(recipe: Recipe, params: dict[str, Any] | None = None, *, run_id: 
     profile = recipe.profile(profile_name)
     device = _device(recipe, profile, params)
     run_dir = run_dir_for(recipe.dag_id, run_id, runs_root)
-    splits = recipe.data["dataset"]["splits"]
+    dataset = recipe.dataset
+    # A dataset_root given by the user is a dataset already on disk: nothing is downloaded or generated there.
+    source = {"kind": "local"} if params.get("dataset_root") else profile["dataset_source"]
     builtins: dict[str, Any] = {
         "dag_id": recipe.dag_id,
         "run_id": run_id,
@@ -244,13 +258,15 @@ def build_plan(recipe: Recipe, params: dict[str, Any] | None = None, *, run_id: 
         "interpreter": interpreter or sys.executable,
         "project_root": str(PROJECT_ROOT),
         "recipe_file": str(recipe.path),
-        "dataset_format": recipe.data["dataset"]["format"],
-        "dataset_source": json.dumps(profile["dataset_source"], sort_keys=True),
+        "dataset_spec": dataset["name"],
+        "dataset_format": dataset["format"],
+        "dataset_source": json.dumps(source, sort_keys=True),
+        "dataset_expect": json.dumps(dataset_expectations(dataset, source), sort_keys=True),
         "device_kind": device["kind"],
         "device_count": device["count"],
         "devices": ",".join(map(str, device["ids"])),
         "world_size": device["count"] * device["nnodes"],
-        **{f"split_{k}": v for k, v in splits.items()},
+        **{f"split_{k}": v for k, v in dataset["splits"].items()},
     }
     raw: dict[str, Any] = {
         **recipe.data["vars"],
@@ -287,7 +303,7 @@ def build_plan(recipe: Recipe, params: dict[str, Any] | None = None, *, run_id: 
             execution_timeout_minutes=spec.get("execution_timeout_minutes"),
         ))
     return Plan(dag_id=recipe.dag_id, profile=profile_name, run_id=run_id, run_dir=str(run_dir),
-                device=device, dataset={**recipe.data["dataset"], "source": profile["dataset_source"]},
+                device=device, dataset={"spec": dataset["name"], "format": dataset["format"], "source": source},
                 variables=_resolved(raw, recipe.path.name), stages=stages)
 
 

@@ -55,6 +55,11 @@ class Recipe:
             return wanted
         return self.data["default_profile"]
 
+    @property
+    def dataset(self) -> dict[str, Any]:
+        """The dataset spec the recipe names (``recipes/datasets/<spec>.yaml``)."""
+        return load_dataset_spec(self.data["dataset"]["spec"])
+
     def profile(self, name: str) -> dict[str, Any]:
         try:
             return self.profiles[name]
@@ -65,10 +70,10 @@ class Recipe:
 
 
 @cache
-def _validator() -> Any:
+def _validator(schema_path: Path = SCHEMA_PATH) -> Any:
     import jsonschema
 
-    schema = json.loads(SCHEMA_PATH.read_text())
+    schema = json.loads(schema_path.read_text())
     return jsonschema.Draft202012Validator(schema)
 
 
@@ -79,14 +84,19 @@ def _field(path: Any) -> str:
     return out or "<top level>"
 
 
-def validate_recipe_data(data: Any, source: str) -> None:
+def check_schema(data: Any, source: str, schema_path: Path = SCHEMA_PATH) -> None:
     """Raise RecipeError naming ``source`` and the first offending field (the deepest, most specific one)."""
     import jsonschema
 
-    errors = list(_validator().iter_errors(data))
+    errors = list(_validator(schema_path).iter_errors(data))
     if errors:
         best = jsonschema.exceptions.best_match(errors)
         raise RecipeError(f"{source}: {_field(best.absolute_path)}: {best.message}")
+
+
+def validate_recipe_data(data: Any, source: str) -> None:
+    """The schema, then the cross-field rules a schema cannot say."""
+    check_schema(data, source)
     if data["default_profile"] not in data["profiles"]:
         raise RecipeError(
             f"{source}: default_profile: {data['default_profile']!r} is not one of the profiles "
@@ -98,14 +108,19 @@ def validate_recipe_data(data: Any, source: str) -> None:
         raise RecipeError(f"{source}: stages: each kind may appear once, repeated: {duplicated}")
 
 
-def load_recipe_file(path: Path) -> Recipe:
+def read_yaml(path: Path) -> Any:
     try:
-        data = yaml.safe_load(path.read_text())
+        return yaml.safe_load(path.read_text())
     except OSError as exc:
         raise RecipeError(f"{path}: cannot read: {exc}") from exc
     except yaml.YAMLError as exc:
         raise RecipeError(f"{path}: not valid YAML: {exc}") from exc
+
+
+def load_recipe_file(path: Path) -> Recipe:
+    data = read_yaml(path)
     validate_recipe_data(data, str(path))
+    load_dataset_spec(data["dataset"]["spec"])  # a recipe naming a missing or broken spec is a broken recipe
     if data["dag_id"] != path.stem:
         raise RecipeError(f"{path}: dag_id: {data['dag_id']!r} must equal the file name {path.stem!r}")
     return Recipe(path=path, data=data)
@@ -120,3 +135,28 @@ def load_recipe(dag_id: str) -> Recipe:
 
 def list_recipes() -> list[str]:
     return sorted(p.stem for p in recipes_dir().glob("*.yaml"))
+
+
+DATASET_SCHEMA_PATH = Path(__file__).with_name("dataset.schema.json")
+
+
+@cache
+def _dataset_spec(path: Path, mtime_ns: int) -> dict[str, Any]:
+    data = read_yaml(path)
+    check_schema(data, str(path), DATASET_SCHEMA_PATH)
+    if data["name"] != path.stem:
+        raise RecipeError(f"{path}: name: {data['name']!r} must equal the file name {path.stem!r}")
+    if data.get("base"):
+        base = load_dataset_spec(data["base"])
+        if base.get("base"):
+            raise RecipeError(f"{path}: base: {data['base']!r} has a base of its own; one level only")
+    return data
+
+
+def load_dataset_spec(name: str) -> dict[str, Any]:
+    """A dataset spec (``recipes/datasets/<name>.yaml``): archives, layout, expected counts, derivations."""
+    path = recipes_dir() / "datasets" / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in (recipes_dir() / "datasets").glob("*.yaml"))
+        raise RecipeError(f"no dataset spec {name!r}: {path} does not exist; known: {known}")
+    return _dataset_spec(path, path.stat().st_mtime_ns)

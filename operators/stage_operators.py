@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowSkipException
 
+from operators.datasets.prepare import PASSWORD_ENV, USER_ENV
 from operators.plan import Plan, build_plan, check_params, device_claim_error
 from operators.recipe import Recipe, load_recipe
 from operators.rundir import write_json
@@ -63,12 +64,16 @@ class RecipeStageOperator(BaseOperator):
         write_json(Path(plan.run_dir) / "plan.json", plan.to_dict())
         self.check_claim(plan)
         result = execute_stage(plan, stage, log=self.log.info, log_format=self.recipe.data["log_format"],
-                               on_start=self._started)
+                               on_start=self._started, secret_env=self.secret_env(plan))
         self.log.info("stage results in %s", stage.stage_dir)
         return {k: result[k] for k in ("ok", "summary", "outputs", "seconds", "metrics") if k in result}
 
     def check_claim(self, plan: Plan) -> None:
         """Stages that take no cards have nothing to check."""
+
+    def secret_env(self, plan: Plan) -> dict[str, str]:
+        """Credentials the stage's process needs; only the dataset download has any."""
+        return {}
 
     def _started(self, proc: StageProcess) -> None:
         self._proc = proc
@@ -80,10 +85,27 @@ class RecipeStageOperator(BaseOperator):
 
 
 class PrepareDatasetOperator(RecipeStageOperator):
-    """Make the recipe's dataset available (read from disk, or generated for the CPU profiles)."""
+    """Make the recipe's dataset available: download and extract it, read it from disk, or generate it.
+
+    A download behind a login (Cityscapes) takes the user and password from the Airflow Connection the dataset
+    spec names; they reach the download process through its environment, never its argv or the task log.
+    """
 
     stage_kind = "prepare_dataset"
     ui_color = "#fdf0d5"
+
+    def secret_env(self, plan: Plan) -> dict[str, str]:
+        login = self.recipe.dataset.get("download", {}).get("login")
+        if plan.dataset["source"]["kind"] != "download" or not login:
+            return {}
+        from airflow.sdk import BaseHook
+
+        try:
+            conn = BaseHook.get_connection(login["connection"])
+        except Exception as exc:  # a missing connection only matters if a login is needed; the stage says so
+            self.log.warning("connection %r not available (%s)", login["connection"], type(exc).__name__)
+            return {}
+        return {USER_ENV: conn.login or "", PASSWORD_ENV: conn.password or ""}
 
 
 class ValidateDatasetOperator(RecipeStageOperator):

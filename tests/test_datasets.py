@@ -1,8 +1,9 @@
-"""COCO generator and validator: a generated set is clean; each injected fault is found and named."""
+"""Generators and validators of the three formats: a generated set is clean; each catalogued fault is named."""
 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -10,16 +11,35 @@ from pathlib import Path
 
 import pytest
 
+from operators.cli import main as cli_main
+from operators.datasets.faults import CATALOGUE, CLEAN, SPLITS, Fault
 from operators.datasets.imageheader import ImageHeaderError, image_size
-from operators.datasets.synth import make_coco
+from operators.datasets.prepare import prepare
 from operators.datasets.validate import validate
+from operators.plan import dataset_expectations
+from operators.recipe import load_dataset_spec
+
+
+@pytest.fixture(scope="session")
+def clean_sets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """One clean generated set per format, made once; tests copy the one they damage."""
+    base = tmp_path_factory.mktemp("clean")
+    out = {}
+    for fmt, how in CLEAN.items():
+        prepare(how["spec"], base / fmt, how["source"], log=lambda _: None)
+        out[fmt] = base / fmt
+    return out
+
+
+def _copy(clean_sets: dict[str, Path], fmt: str, tmp_path: Path) -> Path:
+    root = tmp_path / fmt
+    shutil.copytree(clean_sets[fmt], root, symlinks=True)
+    return root
 
 
 @pytest.fixture
-def coco(tmp_path: Path) -> Path:
-    root = tmp_path / "coco"
-    make_coco(root, {"train2017": 6, "val2017": 3}, 3, (96, 64), seed=1)
-    return root
+def coco(clean_sets: dict[str, Path], tmp_path: Path) -> Path:
+    return _copy(clean_sets, "coco", tmp_path)
 
 
 def _edit(root: Path, split: str, change: Callable[[dict], None]) -> None:
@@ -29,10 +49,43 @@ def _edit(root: Path, split: str, change: Callable[[dict], None]) -> None:
     path.write_text(json.dumps(data))
 
 
-def test_generated_set_is_clean_and_real(coco: Path) -> None:
-    found = validate("coco", coco, ["train2017", "val2017"])
-    assert found.ok, found.describe()
-    assert found.counts["train2017"]["images"] == 6
+def _expect(fmt: str) -> str:
+    return json.dumps(dataset_expectations(load_dataset_spec(CLEAN[fmt]["spec"]), CLEAN[fmt]["source"]))
+
+
+def _validate_cli(fmt: str, root: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    argv = ["validate-dataset", fmt, str(root), "--expect", _expect(fmt)]
+    argv += [a for split in SPLITS[fmt] for a in ("--split", split)]
+    code = cli_main(argv)
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
+
+
+@pytest.mark.parametrize("fmt", sorted(CLEAN))
+def test_generated_set_of_each_format_is_clean(clean_sets: dict[str, Path], fmt: str,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    code, out = _validate_cli(fmt, clean_sets[fmt], capsys)
+    assert code == 0, out
+    assert "dataset is clean" in out
+
+
+def test_catalogue_covers_three_formats_with_distinct_faults() -> None:
+    assert len(CATALOGUE) >= 15
+    assert {f.format for f in CATALOGUE} == {"coco", "cityscapes", "yolo"}
+    assert len({f.name for f in CATALOGUE}) == len(CATALOGUE)
+
+
+@pytest.mark.parametrize("fault", CATALOGUE, ids=[f.name for f in CATALOGUE])
+def test_validate_dataset_names_every_fault_of_the_catalogue(clean_sets: dict[str, Path], tmp_path: Path,
+                                                             fault: Fault, capsys: pytest.CaptureFixture[str]) -> None:
+    root = _copy(clean_sets, fault.format, tmp_path)
+    fault.inject(root)
+    code, out = _validate_cli(fault.format, root, capsys)
+    assert code == 1, out
+    assert "dataset is not usable: " in out and fault.detected_as in out, out
+
+
+def test_generated_coco_is_real(coco: Path) -> None:
     data = json.loads((coco / "annotations" / "instances_val2017.json").read_text())
     first = coco / "val2017" / data["images"][0]["file_name"]
     assert first.read_bytes()[:2] == b"\xff\xd8"  # a real JPEG
@@ -40,41 +93,49 @@ def test_generated_set_is_clean_and_real(coco: Path) -> None:
     assert {c["id"] for c in data["categories"]} == {1, 3, 18}  # COCO's own non-contiguous ids
 
 
-def _drop_first_image_file(root: Path) -> None:
-    sorted((root / "train2017").glob("*.jpg"))[0].unlink()
+def test_cityscapes_train_ids_come_from_cityscapesscripts(clean_sets: dict[str, Path]) -> None:
+    from PIL import Image
+
+    from operators.datasets.cityscapes import label_values
+
+    root = clean_sets["cityscapes"]
+    label = sorted((root / "gtFine" / "train").glob("*/*_labelTrainIds.png"))[0]
+    values = label_values(label)
+    # road 0, sidewalk 1, building 2, vegetation 8, sky 10 are in every generated scene
+    assert {0, 1, 2, 8, 10} <= values and all(v < 19 or v == 255 for v in values)
+    with Image.open(label) as img:
+        assert img.mode == "L"
+    image = root / "leftImg8bit" / "train" / label.parent.name / label.name.replace(
+        "_gtFine_labelTrainIds.png", "_leftImg8bit.png")
+    assert image_size(image) == image_size(label) == (128, 64)
 
 
-def _truncate_image(root: Path) -> None:
-    path = sorted((root / "train2017").glob("*.jpg"))[0]
-    path.write_bytes(path.read_bytes()[:10])
+def test_coco_to_yolo_labels(clean_sets: dict[str, Path]) -> None:
+    from operators.datasets.yolo import label_path
+
+    root = clean_sets["yolo"]
+    data = json.loads((root / "annotations" / "instances_train2017.json").read_text())
+    img = data["images"][0]
+    anns = [a for a in data["annotations"] if a["image_id"] == img["id"]]
+    first_line = (root / "train2017.txt").read_text().splitlines()[0]
+    assert first_line == f"./images/train2017/{img['file_name']}"
+    label = label_path(root / first_line)
+    assert label == root / "labels" / "train2017" / (Path(img["file_name"]).stem + ".txt")
+    rows = [list(map(float, r.split())) for r in label.read_text().splitlines()]
+    index = {c["id"]: i for i, c in enumerate(sorted(data["categories"], key=lambda c: c["id"]))}
+    x, y, w, h = anns[0]["bbox"]
+    assert rows[0] == pytest.approx([index[anns[0]["category_id"]], (x + w / 2) / img["width"],
+                                     (y + h / 2) / img["height"], w / img["width"], h / img["height"]], abs=1e-6)
+    assert (root / "images" / "train2017" / img["file_name"]).is_file()  # the COCO image, through the link
 
 
-FAULTS = [
-    ("missing_image_file", _drop_first_image_file),
-    ("unreadable_image", _truncate_image),
-    ("image_size_mismatch", lambda r: _edit(r, "train2017", lambda d: d["images"][0].update(width=97))),
-    ("annotation_unknown_image", lambda r: _edit(r, "train2017", lambda d: d["annotations"][0].update(image_id=999))),
-    ("annotation_unknown_category",
-     lambda r: _edit(r, "train2017", lambda d: d["annotations"][0].update(category_id=2))),
-    ("bbox_outside_image", lambda r: _edit(r, "train2017", lambda d: d["annotations"][0].update(bbox=[90, 0, 50, 10]))),
-    ("bbox_not_positive", lambda r: _edit(r, "train2017", lambda d: d["annotations"][0].update(bbox=[1, 1, 0, 5]))),
-    ("bad_bbox", lambda r: _edit(r, "train2017", lambda d: d["annotations"][0].update(bbox=[1, 1, "w", 5]))),
-    ("duplicate_image_id", lambda r: _edit(r, "train2017", lambda d: d["images"].append(dict(d["images"][0])))),
-    ("duplicate_annotation_id",
-     lambda r: _edit(r, "train2017", lambda d: d["annotations"].append(dict(d["annotations"][0])))),
-    ("bad_iscrowd", lambda r: _edit(r, "train2017", lambda d: d["annotations"][0].update(iscrowd=3))),
-    ("unreadable_json", lambda r: (r / "annotations" / "instances_train2017.json").write_text("{not json")),
-    ("missing_annotation_file", lambda r: (r / "annotations" / "instances_val2017.json").unlink()),
-    ("bad_json_structure", lambda r: (r / "annotations" / "instances_train2017.json").write_text('{"images": 1}')),
-]
+def test_crowd_boxes_are_skipped_by_the_converter(coco: Path) -> None:
+    from operators.datasets.derive import coco_to_yolo
 
-
-@pytest.mark.parametrize(("kind", "inject"), FAULTS, ids=[f[0] for f in FAULTS])
-def test_fault_is_detected_and_named(coco: Path, kind: str, inject: Callable[[Path], None]) -> None:
-    inject(coco)
-    found = validate("coco", coco, ["train2017", "val2017"])
-    assert not found.ok
-    assert kind in found.errors, found.describe()
+    _edit(coco, "val2017", lambda d: [a.update(iscrowd=1) for a in d["annotations"]])
+    result = coco_to_yolo(coco, ["val2017"], log=lambda _: None)
+    assert result["val2017"]["boxes"] == 0
+    assert all(p.read_text() == "" for p in (coco / "labels" / "val2017").glob("*.txt"))
 
 
 def test_missing_root() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from operators.plan import build_plan
 from operators.recipe import load_recipe
 from operators.rundir import read_stage_result
 from operators.stages.execute import StageFailed, execute_stage
+from tests.conftest import ROOT
 
 TRAIN_LINE = ("Epoch: [0] [0/1] learning_rate: 0.001 loss: {loss} loss_cls: 0.5 eta: 0:00:01 batch_cost: 0.1 "
               "data_cost: 0.0 ips: 5.0 images/s")
@@ -28,7 +30,7 @@ def _recipe(tmp_path: Path, monkeypatch, *, loss: str = "1.5", code: int = 0, wr
     recipe = {
         "dag_id": "toy", "title": "toy", "tutorial": "none", "schedule": None,
         "toolkit": {"name": "t", "repository": "r", "ref": "x"},
-        "dataset": {"name": "toy", "format": "coco", "splits": {"train": "train2017", "val": "val2017"}},
+        "dataset": {"spec": "coco2017"},
         "log_format": "ppdet", "published": {}, "default_profile": "cpu",
         "vars": {"python": "{interpreter}", "root": "{run_dir}/dataset"},
         "profiles": {"cpu": {"description": "d", "device": {"kind": "cpu", "count": 1},
@@ -36,7 +38,7 @@ def _recipe(tmp_path: Path, monkeypatch, *, loss: str = "1.5", code: int = 0, wr
                                                 "categories": 2, "image_size": [64, 64]}}},
         "stages": {
             "prepare_dataset": {"kind": "prepare_dataset", "cwd": "{run_dir}", "env": {"PYTHONPATH": "{project_root}"},
-                                "argv": ["{python}", "-m", "operators.datasets.prepare", "--format", "coco", "--root",
+                                "argv": ["{python}", "-m", "operators.datasets.prepare", "--spec", "coco2017", "--root",
                                          "{root}", "--source", "{dataset_source}", "--out", "{stage_dir}/dataset.json"]},
             "validate_dataset": {"kind": "validate_dataset", "cwd": "{run_dir}", "env": {"PYTHONPATH": "{project_root}"},
                                  "argv": ["{python}", "-m", "operators.datasets.validate", "coco", "{root}", "--split",
@@ -46,7 +48,7 @@ def _recipe(tmp_path: Path, monkeypatch, *, loss: str = "1.5", code: int = 0, wr
                                                                 write=write)]},
         },
     }
-    (tmp_path / "recipes").mkdir()
+    shutil.copytree(ROOT / "recipes" / "datasets", tmp_path / "recipes" / "datasets")
     (tmp_path / "recipes" / "toy.yaml").write_text(yaml.safe_dump(recipe))
     monkeypatch.setenv("NPUFLOW_RECIPES_DIR", str(tmp_path / "recipes"))
     plan = build_plan(load_recipe("toy"), {}, run_id="r1", runs_root=tmp_path / "runs")

@@ -100,6 +100,7 @@ def test_variable_loops_are_reported(tmp_path: Path, monkeypatch) -> None:
     data["vars"]["b"] = "{a}"
     data["stages"]["report"]["argv"].append("{a}")
     (tmp_path / f"{PPYOLOE}.yaml").write_text(yaml.safe_dump(data))
+    (tmp_path / "datasets").symlink_to(Path(load_recipe(PPYOLOE).path).parent / "datasets")
     monkeypatch.setenv("NPUFLOW_RECIPES_DIR", str(tmp_path))
     with pytest.raises(PlanError, match="loop"):
         build_plan(load_recipe(PPYOLOE), {}, run_id="t")

@@ -90,3 +90,34 @@ def test_invalid_yaml_is_reported(tmp_path: Path) -> None:
 def test_unknown_recipe_lists_known_ones() -> None:
     with pytest.raises(RecipeError, match="ppyoloe_plus_crn_l_80e_coco"):
         load_recipe("no_such_model")
+
+
+def test_recipe_naming_an_unknown_dataset_spec_is_refused(tmp_path: Path) -> None:
+    bad = tmp_path / "ppyoloe_plus_crn_l_80e_coco.yaml"
+    bad.write_text(yaml.safe_dump(_set(_base(), ["dataset", "spec"], "imagenet")))
+    with pytest.raises(RecipeError, match=r"no dataset spec 'imagenet'.*known: .*coco2017"):
+        load_recipe_file(bad)
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "message"),
+    [
+        pytest.param(["download", "archives", 0, "md5"], "not-an-md5", "download.archives[0].md5", id="bad-md5"),
+        pytest.param(["download", "archives", 0, "url"], "ftp://x", "download.archives[0].url", id="bad-url"),
+        pytest.param(["format"], "voc", "format", id="unknown-format"),
+        pytest.param(["expect", "images", "val2017"], 0, "expect.images.val2017", id="zero-count"),
+        pytest.param(["derive"], ["make_magic"], "derive[0]", id="unknown-derive-step"),
+    ],
+)
+def test_bad_dataset_spec_names_file_and_field(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, path: list, value,
+                                              message: str) -> None:
+    from operators.recipe import PROJECT_ROOT, load_dataset_spec
+
+    (tmp_path / "datasets").mkdir()
+    spec = yaml.safe_load((PROJECT_ROOT / "recipes" / "datasets" / "coco2017.yaml").read_text())
+    bad = tmp_path / "datasets" / "coco2017.yaml"
+    bad.write_text(yaml.safe_dump(_set(spec, path, value)))
+    monkeypatch.setenv("NPUFLOW_RECIPES_DIR", str(tmp_path))
+    with pytest.raises(RecipeError) as err:
+        load_dataset_spec("coco2017")
+    assert str(bad) in str(err.value) and message in str(err.value)

@@ -147,8 +147,12 @@ def _worker_failures(log_dir: Path, since: float) -> list[str]:
 
 
 def execute_stage(plan: Plan, stage: StageCommand, *, log: Log, log_format: str,
-                  on_start: Callable[[StageProcess], None] | None = None) -> dict[str, Any]:
-    """Run ``stage`` of ``plan``; return the summary written to ``<stage_dir>/result.json``."""
+                  on_start: Callable[[StageProcess], None] | None = None,
+                  secret_env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Run ``stage`` of ``plan``; return the summary written to ``<stage_dir>/result.json``.
+
+    ``secret_env`` (credentials) reaches the process only: it is never logged nor written to result.json.
+    """
     stage_dir = Path(stage.stage_dir)
     stage_dir.mkdir(parents=True, exist_ok=True)
     inputs = _preconditions(plan, stage)
@@ -167,7 +171,8 @@ def execute_stage(plan: Plan, stage: StageCommand, *, log: Log, log_format: str,
         if progress is not None:
             progress(line)
 
-    proc = StageProcess(stage.argv, env=stage.env, cwd=stage.cwd, log_path=stage_dir / "stage.log")
+    proc = StageProcess(stage.argv, env={**stage.env, **(secret_env or {})}, cwd=stage.cwd,
+                        log_path=stage_dir / "stage.log")
     if on_start is not None:
         on_start(proc)
     started = time.time()
