@@ -51,15 +51,21 @@ def _quiet(_: str) -> None:
     pass
 
 
-def test_coco_download_extract_convert_to_yolo_and_rerun(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    source = CLEAN["yolo"]["source"]
+def _coco_archives(tmp_path: Path, source: dict) -> Path:
+    """The three COCO archives of a generated set, in a folder to serve."""
     generated = tmp_path / "generated"
     prepare("coco2017", generated, source, log=_quiet)
     www = tmp_path / "www"
     www.mkdir()
-    _zip_dirs(www / "annotations_trainval2017.zip", generated, ["annotations"])
-    _zip_dirs(www / "val2017.zip", generated, ["val2017"])
-    _zip_dirs(www / "train2017.zip", generated, ["train2017"])
+    for name, folder in (("annotations_trainval2017.zip", "annotations"), ("val2017.zip", "val2017"),
+                         ("train2017.zip", "train2017")):
+        _zip_dirs(www / name, generated, [folder])
+    return www
+
+
+def test_coco_download_extract_convert_to_yolo_and_rerun(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    source = CLEAN["yolo"]["source"]
+    www = _coco_archives(tmp_path, source)
     with FileServer(www) as server:
         _specs_served_by(server, tmp_path / "recipes", {"coco2017": source, "coco2017_yolo": source})
         monkeypatch.setenv("NPUFLOW_RECIPES_DIR", str(tmp_path / "recipes"))
@@ -118,12 +124,7 @@ def test_prepare_cli_reports_a_bad_archive_and_keeps_good_files(tmp_path: Path, 
     from operators.datasets.prepare import main
 
     source = CLEAN["coco"]["source"]
-    generated = tmp_path / "generated"
-    prepare("coco2017", generated, source, log=_quiet)
-    www = tmp_path / "www"
-    www.mkdir()
-    _zip_dirs(www / "annotations_trainval2017.zip", generated, ["annotations"])
-    _zip_dirs(www / "val2017.zip", generated, ["val2017"])
+    www = _coco_archives(tmp_path, source)
     (www / "train2017.zip").write_bytes(b"PK\x03\x04 this is not really a zip")
     with FileServer(www) as server:
         _specs_served_by(server, tmp_path / "recipes", {"coco2017": source})
