@@ -30,6 +30,8 @@ def dag_params(recipe: Recipe) -> dict[str, Param]:
             params[name] = Param([], type="array", items={"type": "string", "enum": list(recipe.stages)},
                                  uniqueItems=True, description=f"{description} Stages: {', '.join(recipe.stages)}.")
         else:
+            if "enum" in spec:
+                spec["enum"] = [*spec["enum"], None]  # None: "the profile's", like every other optional param
             params[name] = Param(None, type=[spec.pop("type"), "null"], description=description, **spec)
     return params
 

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from operators.launch import launch_argv
+from operators.launch import device_env, job_id, launch_argv
 from operators.recipe import PROJECT_ROOT, Recipe
 from operators.rundir import run_dir_for
 
@@ -30,6 +30,8 @@ PARAMS: dict[str, dict[str, Any]] = {
     "node_rank": {"type": "integer", "minimum": 0, "maximum": 63, "description": "This node's rank."},
     "master": {"type": "string", "pattern": r"^[A-Za-z0-9.\-]+:[0-9]{1,5}$",
                "description": "host:port of the rank-0 node, needed when nnodes > 1."},
+    "rendezvous": {"type": "string", "enum": ["c10d", "static"],
+                   "description": "torchrun multi-node: c10d rendezvous at master (default) or static ranks."},
     "epochs": {"type": "integer", "minimum": 1, "description": "Override the training length in epochs."},
     "iters": {"type": "integer", "minimum": 1, "description": "Override the training length in iterations."},
     "batch_size": {"type": "integer", "minimum": 1, "description": "Override the per-card batch size."},
@@ -156,7 +158,7 @@ def _device(recipe: Recipe, profile: dict[str, Any], params: dict[str, Any]) -> 
     if nnodes > 1 and not params.get("master"):
         raise PlanError(f"{recipe.dag_id}: nnodes={nnodes} needs master=host:port of the rank-0 node")
     return {"kind": kind, "count": count, "ids": ids, "nnodes": nnodes, "node_rank": node_rank,
-            "master": params.get("master")}
+            "master": params.get("master"), "rendezvous": params.get("rendezvous")}
 
 
 def device_pool(kind: str) -> str:
@@ -185,7 +187,11 @@ def _render_args(items: list[Any], vs: _Vars, device: dict[str, Any], what: str)
         elif "launch" in item:
             python = vs.render("{python}", what)
             log_dir = vs.value("launch_log_dir") if "launch_log_dir" in vs.raw else None
-            out += launch_argv(item["launch"], python, item.get("python_args", []), device, log_dir)
+            try:
+                out += launch_argv(item["launch"], python, item.get("python_args", []), device, log_dir,
+                                   job_id(vs.value("dag_id"), vs.value("run_id")))
+            except ValueError as exc:
+                raise PlanError(f"{vs.where}: {exc}") from None
         elif "when" in item:
             if vs.truthy(item["when"]):
                 out += _render_args(item["argv"], vs, device, what)
@@ -194,6 +200,17 @@ def _render_args(items: list[Any], vs: _Vars, device: dict[str, Any], what: str)
             if values:
                 out += [item["flag"], *values]
     return out
+
+
+def _launchers(items: list[Any]) -> list[str]:
+    """The launchers a stage's argv uses (``{launch: ...}`` items, nested ones included)."""
+    found = []
+    for item in items:
+        if isinstance(item, dict):
+            if "launch" in item:
+                found.append(item["launch"])
+            found += _launchers(item.get("argv", []) + item.get("values", []))
+    return found
 
 
 def _referenced(obj: Any) -> set[str]:
@@ -294,7 +311,8 @@ def build_plan(recipe: Recipe, params: dict[str, Any] | None = None, *, run_id: 
             name=name,
             kind=spec["kind"],
             argv=_render_args(spec["argv"], vs, device, "argv"),
-            env={k: vs.render(v, f"env.{k}") for k, v in {**profile.get("env", {}), **spec.get("env", {})}.items()},
+            env={**{k: v for launcher in _launchers(spec["argv"]) for k, v in device_env(launcher, device).items()},
+                 **{k: vs.render(v, f"env.{k}") for k, v in {**profile.get("env", {}), **spec.get("env", {})}.items()}},
             cwd=vs.render(spec["cwd"], "cwd"),
             outputs={k: [vs.render(p, f"outputs.{k}") for p in ([v] if isinstance(v, str) else v)]
                      for k, v in spec.get("outputs", {}).items()},

@@ -14,10 +14,13 @@ from operators.plan import build_plan
 from operators.recipe import load_recipe
 
 NPU_FLAGS = {"FLAGS_npu_jit_compile": "0", "FLAGS_use_stride_kernel": "0"}
+# Adapted everywhere paddle.distributed.launch runs on NPUs: the seeds rely on the paddle-npu image having
+# PADDLE_XCCL_BACKEND=npu set; without it NPUs are not recognised (FACTS), so the launcher's env says it.
+XCCL = {"PADDLE_XCCL_BACKEND": "npu"}
 
 GOLDEN = [
     # seed 000, section 3 (after `export FLAGS_npu_jit_compile=0; export FLAGS_use_stride_kernel=0`).
-    ("ppyoloe_plus_crn_l_80e_coco", "train", "/opt/PaddleDetection", NPU_FLAGS,
+    ("ppyoloe_plus_crn_l_80e_coco", "train", "/opt/PaddleDetection", {**XCCL, **NPU_FLAGS},
      "python -u -m paddle.distributed.launch --devices 0,1,2,3,4,5,6,7 "
      "tools/train.py --eval --config configs/ppyoloe/ppyoloe_plus_crn_l_80e_coco.yml --enable_ce True"),
     # seed 000, section 4, in the same shell (so the exported FLAGS still apply).
@@ -25,7 +28,7 @@ GOLDEN = [
      "python tools/export_model.py -c configs/ppyoloe/ppyoloe_plus_crn_l_80e_coco.yml "
      "-o weights=output/ppyoloe_plus_crn_l_80e_coco/pipeline/best_model/model.pdparams"),
     # seed 001, section 3.
-    ("deeplabv3p_resnet50_os8_cityscapes_1024x512_80k", "train", "/opt/PaddleSeg", {},
+    ("deeplabv3p_resnet50_os8_cityscapes_1024x512_80k", "train", "/opt/PaddleSeg", XCCL,
      "python -u -m paddle.distributed.launch --devices 0,1,2,3 tools/train.py "
      "--config configs/deeplabv3p/deeplabv3p_resnet50_os8_cityscapes_1024x512_80k.yml --num_workers 8 "
      "--save_dir output/deeplabv3p_resnet50 --log_iters 10 --device npu --do_eval --save_interval 1000 --seed 2048"),
@@ -36,7 +39,7 @@ GOLDEN = [
      "--save_dir output/deeplabv3p_resnet50_inference_model"),
     # seed 002, 3.3 multi-card training. Adapted: the seed trains on GPUs (`--gpus 0,1,2,3` with
     # CUDA_VISIBLE_DEVICES); on Ascend the launcher names the cards with --devices and CUDA is not involved.
-    ("picodet_s_416_coco_npu_qat", "train", "/opt/PaddleDetection", {},
+    ("picodet_s_416_coco_npu_qat", "train", "/opt/PaddleDetection", XCCL,
      "python -m paddle.distributed.launch --devices 0,1,2,3 tools/train.py "
      "-c configs/picodet/picodet_s_416_coco_npu.yml --eval"),
     # seed 002, 3.4. Adapted: exports the checkpoint this run trained, not the seed's download URL.
