@@ -100,10 +100,72 @@ def parse_paddleseg_line(line: str) -> Record | None:
     return None
 
 
-#: Formats whose parser is not built yet (yolor, mmdet_json) are absent: their train stage records no metrics.
+# ModelZoo YOLOR: "Epoch:[0][10/1848][npu:0][FPS:139.1][time:0.46][loss:0.093][lr:0.01]..." - one bracketed
+# key:value group per field after the position; FPS is that process's, i.e. per card.
+_YOLOR_TRAIN = re.compile(r"Epoch:\s*\[(?P<epoch>\d+)\]\s*\[(?P<iter>\d+)/(?P<iters>\d+)\](?P<rest>.*)")
+_YOLOR_KV = re.compile(rf"\[(?P<key>[A-Za-z_][A-Za-z0-9_]*):\s*(?P<value>{_NUM})\]")
+
+
+def parse_yolor_line(line: str) -> Record | None:
+    m = _YOLOR_TRAIN.search(line)
+    if not m:
+        return None
+    rec: Record = {"type": "train", "epoch": int(m["epoch"]), "iter": int(m["iter"]),
+                   "iters_per_epoch": int(m["iters"]), "losses": {}}
+    for kv in _YOLOR_KV.finditer(m["rest"]):
+        key, value = kv["key"], float(kv["value"])
+        lowered = key.lower()
+        if lowered == "fps":
+            rec["ips_per_card"] = value
+        elif lowered in ("npu", "gpu", "device", "rank"):
+            rec["device"] = int(value)
+        elif "loss" in lowered:
+            rec["losses"][key] = value
+        elif lowered in ("lr", "learning_rate"):
+            rec["lr"] = value
+        elif lowered in ("time", "batch_time"):
+            rec["batch_cost"] = value
+        elif lowered in ("data_time", "data"):
+            rec["data_cost"] = value
+    return rec
+
+
+def parse_mmdet_json_line(line: str) -> Record | None:
+    """MMDetection's ``<timestamp>.log.json``: one JSON object per line, ``mode`` train or val."""
+    import json
+
+    line = line.strip()
+    if not line.startswith("{"):
+        return None
+    try:
+        obj = json.loads(line)
+    except ValueError:
+        return None
+    if not isinstance(obj, dict) or obj.get("mode") not in ("train", "val"):
+        return None  # the first line holds env_info/config/seed
+    if obj["mode"] == "val":
+        rec: Record = {"type": "eval", "epoch": obj.get("epoch")}
+        for key, value in obj.items():
+            if key.startswith("bbox_mAP") and isinstance(value, (int, float)):
+                rec[{"bbox_mAP": "bbox_map", "bbox_mAP_50": "bbox_ap50", "bbox_mAP_75": "bbox_ap75"}.get(key, key)] = \
+                    float(value)
+        return rec
+    rec = {"type": "train", "epoch": obj.get("epoch"), "iter": obj.get("iter"),
+           "losses": {k: float(v) for k, v in obj.items() if k.startswith("loss") and isinstance(v, (int, float))}}
+    if "lr" in obj:
+        rec["lr"] = float(obj["lr"])
+    if "time" in obj:
+        rec["batch_cost"] = float(obj["time"])
+    if "data_time" in obj:
+        rec["data_cost"] = float(obj["data_time"])
+    return rec
+
+
 PARSERS: dict[str, Callable[[str], Record | None]] = {
     "ppdet": parse_ppdet_line,
     "paddleseg": parse_paddleseg_line,
+    "yolor": parse_yolor_line,
+    "mmdet_json": parse_mmdet_json_line,
 }
 
 

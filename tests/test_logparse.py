@@ -78,3 +78,42 @@ def test_summary_scales_throughput_and_flags_non_finite_losses() -> None:
 def test_unknown_format_is_an_error() -> None:
     with pytest.raises(ValueError, match="no parser"):
         parser_for("caffe")
+
+
+# The ModelZoo YOLOR port's per-step line (FACTS: "Epoch:[e][i/n][npu:N][FPS:x]..."), with the fields it adds.
+YOLOR_TRAIN = "Epoch:[3][120/1848][npu:5][FPS:139.124][time:0.4600][loss:0.09321][lr:0.00912]"
+# MMDetection 2.x <timestamp>.log.json lines (the SSD port): first the env line, then train and val records.
+MMDET_ENV = '{"env_info": "sys.platform: linux", "config": "model = dict(type=\'SingleStageDetector\')", "seed": 0}'
+MMDET_TRAIN = ('{"mode": "train", "epoch": 1, "iter": 50, "lr": 0.0015, "memory": 10253, "data_time": 0.0612, '
+               '"loss_cls": 14.2551, "loss_bbox": 3.4021, "loss": 17.6572, "time": 0.6021}')
+MMDET_VAL = ('{"mode": "val", "epoch": 1, "iter": 625, "lr": 0.0015, "bbox_mAP": 0.085, "bbox_mAP_50": 0.181, '
+             '"bbox_mAP_75": 0.07, "bbox_mAP_s": 0.011, "bbox_mAP_m": 0.079, "bbox_mAP_l": 0.142, '
+             '"bbox_mAP_copypaste": "0.085 0.181 0.070 0.011 0.079 0.142"}')
+
+
+def test_yolor_train_line() -> None:
+    rec = parser_for("yolor")(YOLOR_TRAIN)
+    assert rec == {"type": "train", "epoch": 3, "iter": 120, "iters_per_epoch": 1848, "device": 5,
+                   "ips_per_card": 139.124, "batch_cost": 0.46, "losses": {"loss": 0.09321}, "lr": 0.00912}
+    assert math.isnan(parser_for("yolor")("Epoch:[3][120/1848][npu:5][FPS:nan]")["ips_per_card"])
+
+
+def test_mmdet_json_lines() -> None:
+    parse = parser_for("mmdet_json")
+    assert parse(MMDET_ENV) is None
+    train = parse(MMDET_TRAIN)
+    assert train == {"type": "train", "epoch": 1, "iter": 50, "lr": 0.0015, "batch_cost": 0.6021, "data_cost": 0.0612,
+                     "losses": {"loss_cls": 14.2551, "loss_bbox": 3.4021, "loss": 17.6572}}
+    val = parse(MMDET_VAL)
+    assert val["type"] == "eval" and val["bbox_map"] == 0.085 and val["bbox_ap50"] == 0.181
+    assert "bbox_mAP_copypaste" not in val
+    summary = MetricsSummary(world_size=8)
+    summary.add(train)
+    summary.add(val)
+    assert summary.to_dict()["evaluations"] == 1 and summary.to_dict()["losses_finite"] is True
+
+
+def test_new_formats_ignore_other_lines() -> None:
+    for line in ["loading annotations into memory...", "Epoch [1][50/625] lr: 1.5e-03", "{not json", "[1, 2]"]:
+        assert parser_for("yolor")(line) is None
+        assert parser_for("mmdet_json")(line) is None
