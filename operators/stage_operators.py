@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowSkipException
 
-from operators.datasets.prepare import PASSWORD_ENV, USER_ENV
 from operators.plan import Plan, build_plan, check_params, device_claim_error
 from operators.recipe import Recipe, load_recipe
 from operators.rundir import write_json
@@ -99,6 +98,8 @@ class PrepareDatasetOperator(RecipeStageOperator):
         if plan.dataset["source"]["kind"] != "download" or not login:
             return {}
         from airflow.sdk import BaseHook
+
+        from operators.datasets.prepare import PASSWORD_ENV, USER_ENV  # not at DAG parse time
 
         try:
             conn = BaseHook.get_connection(login["connection"])
