@@ -149,3 +149,11 @@ def test_login_protected_package_with_published_md5(served: FileServer, tmp_path
     result = download(archive, tmp_path / archive.name, session=session, **_fast())
     assert result["md5"] == hashlib.md5((served.root / archive.name).read_bytes()).hexdigest()
     assert all("s3cret" not in path for _, path, _ in served.requests)  # never in a URL
+
+
+def test_an_archive_put_in_place_by_hand_is_verified_not_fetched(served: FileServer, tmp_path: Path) -> None:
+    dest = tmp_path / "data.bin"
+    dest.write_bytes((served.root / "data.bin").read_bytes())  # no marker
+    result = download(_archive(served), dest, **_fast())
+    assert result["skipped"] is True and served.requests == []
+    assert verified(dest, _archive(served))

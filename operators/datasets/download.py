@@ -171,11 +171,16 @@ def download(archive: Archive, dest: Path, *, session: Any | None = None, log: L
     started = time.monotonic()
     if verified(dest, archive):
         log(f"{archive.name}: already downloaded and verified ({dest}), skipping")
-        return {"name": archive.name, "path": str(dest), "size": dest.stat().st_size,
-                "md5": json.loads(marker_path(dest).read_text())["md5"], "skipped": True, "attempts": 0,
-                "resumed_from": 0, "seconds": round(time.monotonic() - started, 3)}
+        return _summary(archive, dest, json.loads(marker_path(dest).read_text())["md5"], started)
     session = _session(session)
     expected_md5 = archive.md5 or (fetch_md5(archive.md5_url, session) if archive.md5_url else None)
+    if dest.is_file() and expected_md5 and archive.size in (None, dest.stat().st_size):
+        # A file without a (matching) marker, e.g. an archive copied in by hand: re-hash it, don't re-fetch it.
+        md5 = _md5_of(dest).hexdigest()
+        if md5 == expected_md5:
+            _write_marker(dest, archive, md5)
+            log(f"{archive.name}: found at {dest} and verified (MD5 {md5}), not downloading")
+            return _summary(archive, dest, md5, started)
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
     if archive.size is not None:
@@ -209,10 +214,14 @@ def download(archive: Archive, dest: Path, *, session: Any | None = None, log: L
     marker_path(dest).unlink(missing_ok=True)
     os.replace(part, dest)
     _write_marker(dest, archive, md5)
-    seconds = time.monotonic() - started
-    log(f"{archive.name}: {_human(size)} in {seconds:.1f} s, MD5 {md5} verified")
-    return {"name": archive.name, "path": str(dest), "size": size, "md5": md5, "skipped": False,
-            "attempts": attempt, "resumed_from": resumed_from, "seconds": round(seconds, 3)}
+    log(f"{archive.name}: {_human(size)} in {time.monotonic() - started:.1f} s, MD5 {md5} verified")
+    return _summary(archive, dest, md5, started, skipped=False, attempts=attempt, resumed_from=resumed_from)
+
+
+def _summary(archive: Archive, dest: Path, md5: str, started: float, *, skipped: bool = True, attempts: int = 0,
+             resumed_from: int = 0) -> dict[str, Any]:
+    return {"name": archive.name, "path": str(dest), "size": dest.stat().st_size, "md5": md5, "skipped": skipped,
+            "attempts": attempts, "resumed_from": resumed_from, "seconds": round(time.monotonic() - started, 3)}
 
 
 class _Transient(Exception):
