@@ -6,13 +6,12 @@ import json
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from operators.cli import main as cli_main
-from operators.datasets.faults import CATALOGUE, CLEAN, SPLITS, Fault
+from operators.datasets.faults import CATALOGUE, CLEAN, SPLITS, Fault, edit_instances
 from operators.datasets.imageheader import ImageHeaderError, image_size
 from operators.datasets.prepare import prepare
 from operators.datasets.validate import validate
@@ -40,13 +39,6 @@ def _copy(clean_sets: dict[str, Path], fmt: str, tmp_path: Path) -> Path:
 @pytest.fixture
 def coco(clean_sets: dict[str, Path], tmp_path: Path) -> Path:
     return _copy(clean_sets, "coco", tmp_path)
-
-
-def _edit(root: Path, split: str, change: Callable[[dict], None]) -> None:
-    path = root / "annotations" / f"instances_{split}.json"
-    data = json.loads(path.read_text())
-    change(data)
-    path.write_text(json.dumps(data))
 
 
 def _expect(fmt: str) -> str:
@@ -132,7 +124,7 @@ def test_coco_to_yolo_labels(clean_sets: dict[str, Path]) -> None:
 def test_crowd_boxes_are_skipped_by_the_converter(coco: Path) -> None:
     from operators.datasets.derive import coco_to_yolo
 
-    _edit(coco, "val2017", lambda d: [a.update(iscrowd=1) for a in d["annotations"]])
+    edit_instances(coco, "val2017", lambda d: [a.update(iscrowd=1) for a in d["annotations"]])
     result = coco_to_yolo(coco, ["val2017"], log=lambda _: None)
     assert result["val2017"]["boxes"] == 0
     assert all(p.read_text() == "" for p in (coco / "labels" / "val2017").glob("*.txt"))
@@ -144,7 +136,8 @@ def test_missing_root() -> None:
 
 
 def test_image_without_annotations_is_only_a_warning(coco: Path) -> None:
-    _edit(coco, "val2017", lambda d: d.update(annotations=[a for a in d["annotations"] if a["image_id"] != d["images"][0]["id"]]))
+    edit_instances(coco, "val2017", lambda d: d.update(
+        annotations=[a for a in d["annotations"] if a["image_id"] != d["images"][0]["id"]]))
     found = validate("coco", coco, ["val2017"])
     assert found.ok
     assert "image_without_annotations" in found.warnings
@@ -164,7 +157,7 @@ def test_cli_exit_status_and_report(coco: Path, tmp_path: Path) -> None:
     cmd = [sys.executable, "-m", "operators.cli", "validate-dataset", "coco", str(coco), "--split", "val2017",
            "--report", str(tmp_path / "r.json")]
     assert subprocess.run(cmd, capture_output=True).returncode == 0
-    _edit(coco, "val2017", lambda d: d["annotations"][0].update(category_id=2))
+    edit_instances(coco, "val2017", lambda d: d["annotations"][0].update(category_id=2))
     proc = subprocess.run(cmd, capture_output=True, text=True)
     assert proc.returncode == 1
     assert "annotation_unknown_category" in proc.stderr

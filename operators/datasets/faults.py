@@ -38,8 +38,13 @@ def _edit_json(path: Path, change: Callable[[Any], None]) -> None:
     path.write_text(json.dumps(data))
 
 
+def edit_instances(root: Path, split: str, change: Callable[[dict[str, Any]], None]) -> None:
+    """Apply ``change`` to a COCO set's ``instances_<split>.json`` in place."""
+    _edit_json(root / "annotations" / f"instances_{split}.json", change)
+
+
 def _coco(change: Callable[[dict[str, Any]], None], split: str = "train2017") -> Callable[[Path], None]:
-    return lambda root: _edit_json(root / "annotations" / f"instances_{split}.json", change)
+    return lambda root: edit_instances(root, split, change)
 
 
 def _first(root: Path, pattern: str) -> Path:
