@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from operators.datasets.validate import build_parser as build_validate_parser
+from operators.datasets.validate import run as cmd_validate_dataset
 from operators.plan import PlanError, build_plan, device_pool
 from operators.recipe import PROJECT_ROOT, RecipeError, list_recipes, load_recipe
 
@@ -49,12 +50,6 @@ def cmd_recipes(_: argparse.Namespace) -> int:
         recipe = load_recipe(dag_id)
         print(f"{dag_id}\tprofiles: {', '.join(recipe.profiles)}\tstages: {', '.join(recipe.stages)}")
     return 0
-
-
-def cmd_validate_dataset(args: argparse.Namespace) -> int:
-    from operators.datasets import validate
-
-    return validate.run(args)
 
 
 def embedded_airflow_env() -> dict[str, str]:
