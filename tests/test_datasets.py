@@ -177,3 +177,11 @@ def test_validation_stage_runs_under_python_3_9(coco: Path) -> None:
                           capture_output=True, text=True, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
     assert proc.returncode == 0, proc.stderr
     assert "dataset is clean" in proc.stdout
+
+
+def test_yolo_empty_label_file_is_only_a_warning(clean_sets: dict[str, Path], tmp_path: Path) -> None:
+    root = _copy(clean_sets, "yolo", tmp_path)
+    sorted((root / "labels" / "train2017").glob("*.txt"))[0].write_text("")  # a background image
+    found = validate("yolo", root, ["train2017"])
+    assert found.ok, found.describe()
+    assert "image_without_labels" in found.warnings
