@@ -52,9 +52,10 @@ clean:
 lock:
 	rm -rf /tmp/npuflow-lock && $(PYTHON) -m venv /tmp/npuflow-lock
 	/tmp/npuflow-lock/bin/pip install -q "apache-airflow==3.3.2" apache-airflow-providers-standard \
-	  "paddlepaddle==2.6.2" "paddledet==2.6.0" "paddleseg==2.8.0" "numpy<1.24" pycocotools pytest ruff wheel
+	  "paddlepaddle==2.6.2" "paddledet==2.6.0" "paddleseg==2.8.0" "numpy<1.24" pycocotools pytest ruff wheel \
+	  "torch==2.13.0" "setuptools<81"
 	/tmp/npuflow-lock/bin/pip check
 	# cityscapesscripts declares the py2-only "typing" backport: install it and its real imports without deps.
 	/tmp/npuflow-lock/bin/pip install -q --no-deps cityscapesscripts==2.3.0 pyquaternion==0.9.9
-	{ sed -n '1,/^# Regenerate/p' requirements/lock.txt; /tmp/npuflow-lock/bin/pip freeze | grep -v '^-e'; } > requirements/lock.new
+	{ sed -n '/^[^#]/q;p' requirements/lock.txt; /tmp/npuflow-lock/bin/pip freeze --all | grep -v -E '^(-e|pip==)'; } > requirements/lock.new
 	mv requirements/lock.new requirements/lock.txt
