@@ -40,7 +40,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if args.profile:
         params["profile"] = args.profile
     plan = build_plan(load_recipe(args.dag_id), params, run_id=args.run_id)
-    stages = [{"name": s.name, "argv": s.argv, "env": s.env, "cwd": s.cwd} for s in plan.stages if s.enabled]
+    stages = [{"name": s.name, "argv": s.argv, "env": s.env, "cwd": s.cwd,
+               **{k: getattr(s, k) for k in ("resume", "free_disk", "metrics_file") if getattr(s, k)}}
+              for s in plan.stages if s.enabled]
     print(json.dumps({"stages": stages}, indent=2))
     return 0
 

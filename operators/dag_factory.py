@@ -63,6 +63,8 @@ def build_dag(dag_id: str) -> DAG:
             if spec["kind"] == "train":
                 # Slots = the cards the deployment's default profile uses; see docs/architecture.md.
                 extra.update(pool=device_pool(default_device["kind"]), pool_slots=default_device["count"])
+            if "retries" in spec:  # a retried train stage resumes from its newest complete checkpoint
+                extra.update(retries=spec["retries"], retry_delay=timedelta(seconds=spec.get("retry_delay_seconds", 60)))
             if "execution_timeout_minutes" in spec:
                 extra["execution_timeout"] = timedelta(minutes=spec["execution_timeout_minutes"])
             task = OPERATOR_FOR_KIND[spec["kind"]](

@@ -36,6 +36,9 @@ PARAMS: dict[str, dict[str, Any]] = {
     "iters": {"type": "integer", "minimum": 1, "description": "Override the training length in iterations."},
     "batch_size": {"type": "integer", "minimum": 1, "description": "Override the per-card batch size."},
     "dataset_root": {"type": "string", "minLength": 1, "description": "Dataset folder. Default: the recipe's."},
+    "resume": {"type": "boolean",
+               "description": "Resume training from the newest complete checkpoint (true) or start afresh (false). "
+                              "Default: resume only when the train task is retried."},
     "toolkit_dir": {"type": "string", "minLength": 1,
                     "description": "Checkout of the toolkit (PaddleDetection, PaddleSeg, ModelZoo). Default: the recipe's."},
 }
@@ -58,6 +61,9 @@ class StageCommand:
     stage_dir: str = ""
     enabled: bool = True
     execution_timeout_minutes: int | None = None
+    resume: dict[str, Any] | None = None
+    free_disk: dict[str, Any] | None = None
+    metrics_file: str | None = None
 
 
 @dataclass
@@ -307,22 +313,56 @@ def build_plan(recipe: Recipe, params: dict[str, Any] | None = None, *, run_id: 
     for name, spec in recipe.stages.items():
         stage_dir = run_dir / name
         vs = _Vars({**raw, "stage_dir": _Literal(stage_dir)}, f"{recipe.path.name} stage {name}")
+        stage_cwd = vs.render(spec["cwd"], "cwd")
         stages.append(StageCommand(
             name=name,
             kind=spec["kind"],
             argv=_render_args(spec["argv"], vs, device, "argv"),
             env={**{k: v for launcher in _launchers(spec["argv"]) for k, v in device_env(launcher, device).items()},
                  **{k: vs.render(v, f"env.{k}") for k, v in {**profile.get("env", {}), **spec.get("env", {})}.items()}},
-            cwd=vs.render(spec["cwd"], "cwd"),
+            cwd=stage_cwd,
             outputs={k: [vs.render(p, f"outputs.{k}") for p in ([v] if isinstance(v, str) else v)]
                      for k, v in spec.get("outputs", {}).items()},
             stage_dir=str(stage_dir),
             enabled=name in selected,
             execution_timeout_minutes=spec.get("execution_timeout_minutes"),
+            resume=_resume(spec.get("resume"), vs, device, stage_cwd),
+            free_disk=_free_disk(spec.get("free_disk"), vs, stage_cwd),
+            metrics_file=_abs(vs.render(spec["metrics_file"], "metrics_file"), stage_cwd)
+            if "metrics_file" in spec else None,
         ))
     return Plan(dag_id=recipe.dag_id, profile=profile_name, run_id=run_id, run_dir=str(run_dir),
                 device=device, dataset={"spec": dataset["name"], "format": dataset["format"], "source": source},
                 variables=_resolved(raw, recipe.path.name), stages=stages)
+
+
+def _abs(path: str, cwd: str) -> str:
+    return path if Path(path).is_absolute() else str(Path(cwd) / path)
+
+
+def _resume(spec: dict[str, Any] | None, vs: _Vars, device: dict[str, Any], cwd: str) -> dict[str, Any] | None:
+    """The resume block with vars rendered and the checkpoint placeholders left for operators.resume."""
+    if spec is None:
+        return None
+    from operators.resume import PLACEHOLDERS
+
+    rv = _Vars({**vs.raw, **{p: _Literal("{" + p + "}") for p in PLACEHOLDERS}}, vs.where + " resume")
+    return {
+        "checkpoints": _abs(rv.render(spec["checkpoints"], "resume.checkpoints"), cwd),
+        "companions": [rv.render(c, "resume.companions") for c in spec.get("companions", [])],
+        "argv": _render_args(spec["argv"], rv, device, "resume.argv"),
+    }
+
+
+def _free_disk(spec: dict[str, Any] | None, vs: _Vars, cwd: str) -> dict[str, Any] | None:
+    if spec is None:
+        return None
+    gib = spec["gib"]
+    value = vs.render(gib, "free_disk.gib") if isinstance(gib, str) else gib
+    try:
+        return {"path": _abs(vs.render(spec["path"], "free_disk.path"), cwd), "gib": float(value)}
+    except ValueError:
+        raise PlanError(f"{vs.where}: free_disk.gib must be a number, got {value!r}") from None
 
 
 def _resolved(raw: dict[str, Any], where: str) -> dict[str, str]:

@@ -2,6 +2,12 @@
 
 The child is started with ``start_new_session=True`` so the launcher and every rank it forks share one process
 group that :meth:`StageProcess.terminate` can signal at once. argv is a list and no shell is involved.
+
+The child's output is drained by a reader thread that only reads the pipe and appends to ``stage.log``, so a
+slow consumer (the Airflow task log, the metrics parser) never fills the pipe and never stalls the trainer.
+Every process of the job carries ``NPUFLOW_JOB`` in its environment, which is how leftovers are found, and the
+launcher gets SIGTERM if the task process itself dies (``PR_SET_PDEATHSIG``), so a SIGKILLed task cannot leave
+a job holding the cards.
 """
 
 from __future__ import annotations
@@ -10,41 +16,196 @@ import contextlib
 import os
 import signal
 import subprocess
+import sys
+import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+
+#: Environment marker every process of a stage's job inherits: ``<dag_id>/<run_id>/<stage>``.
+JOB_ENV = "NPUFLOW_JOB"
+
+# Run through a tiny exec shim rather than preexec_fn, which is unsafe in a threaded parent: it asks the kernel
+# to SIGTERM the launcher when the task process dies, checks the parent did not already die, then execs argv.
+_PDEATHSIG_SHIM = (
+    "import ctypes,os,signal,sys\n"
+    "ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)\n"
+    "if os.getppid() != int(sys.argv[1]): sys.exit(143)\n"
+    "os.execvp(sys.argv[2], sys.argv[2:])\n"
+)
+
+
+@dataclass
+class RankExit:
+    """A rank process seen to end, in the order the watcher saw them go."""
+
+    rank: str
+    local_rank: str
+    pid: int
+    after_s: float
+
+
+class RankWatch(threading.Thread):
+    """Maps the launcher's workers to their ranks (from their environment) and records the order they exit.
+
+    Launchers do not always name the rank that died first: paddle's reports whichever container it polls, often
+    rank 0 failing in a collective *because* another rank was killed. The first rank to disappear is the cause.
+    """
+
+    RANK_KEYS = (("RANK", "LOCAL_RANK"), ("PADDLE_TRAINER_ID", "PADDLE_LOCAL_RANK"))
+
+    def __init__(self, pid: int, every_s: float = 0.5) -> None:
+        super().__init__(daemon=True, name=f"rank-watch-{pid}")
+        self.pid = pid
+        self.every_s = every_s
+        self.started = time.monotonic()
+        self.ranks: dict[int, tuple[str, str]] = {}  # pid -> (rank, local_rank)
+        self.exits: list[RankExit] = []
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        while not self._halt.wait(self.every_s):
+            self.poll()
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join(5)
+        self.poll()
+
+    def poll(self) -> None:
+        import psutil
+
+        try:
+            kids = psutil.Process(self.pid).children(recursive=True)
+        except psutil.Error:
+            kids = []
+        alive = set()
+        for proc in kids:
+            try:
+                if proc.status() == psutil.STATUS_ZOMBIE:
+                    continue
+                alive.add(proc.pid)
+                if proc.pid not in self.ranks:
+                    found = self._rank_of(proc.environ())
+                    # A rank's own children (data loader workers) inherit its rank: keep the topmost only.
+                    if found and self.ranks.get(proc.ppid()) != found:
+                        self.ranks[proc.pid] = found
+            except psutil.Error:
+                continue
+        gone = {e.pid for e in self.exits}
+        for pid, (rank, local) in self.ranks.items():
+            if pid not in alive and pid not in gone:
+                self.exits.append(RankExit(rank, local, pid, round(time.monotonic() - self.started, 2)))
+
+    @classmethod
+    def _rank_of(cls, env: dict[str, str]) -> tuple[str, str] | None:
+        for rank_key, local_key in cls.RANK_KEYS:
+            if rank_key in env:
+                return env[rank_key], env.get(local_key, env[rank_key])
+        return None
 
 
 class StageProcess:
     """One running stage command. Not thread-safe except for :meth:`terminate`, which any thread may call."""
 
     def __init__(self, argv: list[str], *, env: dict[str, str], cwd: str, log_path: Path,
-                 tail_lines: int = 60) -> None:
+                 tail_lines: int = 60, job: str = "", watch_ranks: bool = False,
+                 backlog_bytes: int = 64 << 20) -> None:
         self.argv = argv
         self.env = env
         self.cwd = cwd
         self.log_path = log_path
+        self.job = job
+        self.watch_ranks = watch_ranks
+        self.backlog_bytes = backlog_bytes
         self.tail: deque[str] = deque(maxlen=tail_lines)
         self.proc: subprocess.Popen[bytes] | None = None
+        self.watch: RankWatch | None = None
+        self.dropped_bytes = 0
+        self.child_seconds: float | None = None  # from start to the end of the child's output
 
     def run(self, on_line: Callable[[str], None]) -> int:
         """Start the command, hand each output line to ``on_line``, return the exit code (negative: signal)."""
         if not Path(self.cwd).is_dir():
             raise FileNotFoundError(f"working directory {self.cwd} does not exist")
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                self.argv, cwd=self.cwd, env={**os.environ, **self.env}, stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
-            )
-            assert self.proc.stdout is not None
-            for raw in self.proc.stdout:
-                log.write(raw)
-                line = raw.decode("utf-8", "replace").rstrip("\r\n")
+        env = {**os.environ, **self.env}
+        if self.job:
+            env[JOB_ENV] = self.job
+        shim = [sys.executable, "-S", "-c", _PDEATHSIG_SHIM, str(os.getpid())]
+        started = time.monotonic()
+        self.proc = subprocess.Popen(
+            [*shim, *self.argv], cwd=self.cwd, env=env, stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        if self.watch_ranks:
+            self.watch = RankWatch(self.proc.pid)
+            self.watch.start()
+        try:
+            for line in self._lines(started):
                 self.tail.append(line)
                 on_line(line)
             return self.proc.wait()
+        finally:
+            if self.watch is not None:
+                self.watch.stop()
+
+    def _lines(self, started: float) -> Iterator[str]:
+        """Lines of the child's output, decoded; read by a thread that never waits for this generator."""
+        assert self.proc is not None and self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
+        chunks: deque[bytes] = deque()
+        cond = threading.Condition()
+        state = {"pending": 0, "eof": False}
+
+        def reader() -> None:
+            with open(self.log_path, "ab") as log:
+                while True:
+                    try:
+                        chunk = os.read(fd, 1 << 20)
+                    except OSError:
+                        chunk = b""
+                    if not chunk:
+                        break
+                    log.write(chunk)
+                    with cond:
+                        if state["pending"] + len(chunk) > self.backlog_bytes:
+                            self.dropped_bytes += len(chunk)  # stage.log keeps it; the task log falls behind
+                        else:
+                            chunks.append(chunk)
+                            state["pending"] += len(chunk)
+                        cond.notify()
+            self.child_seconds = time.monotonic() - started
+            with cond:
+                state["eof"] = True
+                cond.notify()
+
+        thread = threading.Thread(target=reader, daemon=True, name="stage-output")
+        thread.start()
+        partial = b""
+        reported = 0
+        while True:
+            with cond:
+                while not chunks and not state["eof"]:
+                    cond.wait()
+                if not chunks:
+                    break
+                data = b"".join(chunks)
+                chunks.clear()
+                state["pending"] = 0
+            if self.dropped_bytes > reported:
+                yield (f"[npuflow] {self.dropped_bytes - reported} bytes of output went by faster than the task log "
+                       f"could take them; {self.log_path} has every line")
+                reported = self.dropped_bytes
+            *lines, partial = (partial + data).split(b"\n")
+            for raw in lines:
+                yield raw.decode("utf-8", "replace").rstrip("\r")
+        thread.join()
+        self.proc.stdout.close()
+        if partial:
+            yield partial.decode("utf-8", "replace").rstrip("\r")
 
     def terminate(self, grace_s: float = 10.0) -> None:
         """SIGTERM the whole group, then SIGKILL what is left after ``grace_s``."""
@@ -74,6 +235,21 @@ def _group_alive(pgid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def job_processes(job: str) -> list[int]:
+    """Pids of live processes whose environment marks them as part of ``job`` (leftovers of an earlier try)."""
+    import psutil
+
+    found = []
+    for proc in psutil.process_iter(["pid"]):
+        try:
+            if proc.pid != os.getpid() and proc.environ().get(JOB_ENV) == job \
+                    and proc.status() != psutil.STATUS_ZOMBIE:
+                found.append(proc.pid)
+        except psutil.Error:
+            continue
+    return found
 
 
 def describe_exit(code: int) -> str:

@@ -63,12 +63,17 @@ class RecipeStageOperator(BaseOperator):
         write_json(Path(plan.run_dir) / "plan.json", plan.to_dict())
         self.check_claim(plan)
         result = execute_stage(plan, stage, log=self.log.info, log_format=self.recipe.data["log_format"],
-                               on_start=self._started, secret_env=self.secret_env(plan))
+                               on_start=self._started, secret_env=self.secret_env(plan),
+                               **self.stage_options(context))
         self.log.info("stage results in %s", stage.stage_dir)
         return {k: result[k] for k in ("ok", "summary", "outputs", "seconds", "metrics") if k in result}
 
     def check_claim(self, plan: Plan) -> None:
         """Stages that take no cards have nothing to check."""
+
+    def stage_options(self, context: Context) -> dict[str, Any]:
+        """Extra arguments of execute_stage for this stage kind."""
+        return {}
 
     def secret_env(self, plan: Plan) -> dict[str, str]:
         """Credentials the stage's process needs; only the dataset download has any."""
@@ -117,10 +122,14 @@ class ValidateDatasetOperator(RecipeStageOperator):
 
 
 class DistributedTrainOperator(RecipeStageOperator):
-    """Start the recipe's launcher (``paddle.distributed.launch``) and parse its log into metrics.jsonl."""
+    """Start the recipe's launcher (``paddle.distributed.launch``, ``torchrun`` or the toolkit's own script),
+    parse its log into metrics.jsonl, and on a retry resume from the newest complete checkpoint."""
 
     stage_kind = "train"
     ui_color = "#d3f9d8"
+
+    def stage_options(self, context: Context) -> dict[str, Any]:
+        return {"attempt": context["ti"].try_number, "resume": context["params"].get("resume")}
 
     def check_claim(self, plan: Plan) -> None:
         problem = device_claim_error(plan.device, self.pool, self.pool_slots)

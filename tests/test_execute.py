@@ -117,24 +117,6 @@ def test_training_needs_a_validation_result_when_validation_is_selected(tmp_path
         _run(plan, "train")
 
 
-def test_failing_rank_is_named_from_fresh_worker_logs_only(tmp_path: Path, monkeypatch) -> None:
-    import os
-    import time
-
-    from operators.stages.execute import _worker_failures
-
-    log = tmp_path / "log"
-    log.mkdir()
-    (log / "workerlog.0").write_text("step 1\nstep 2\n")
-    (log / "workerlog.1").write_text("Traceback (most recent call last):\n  ...\nRuntimeError: NPU out of memory\n")
-    (log / "workerlog.2").write_text("Traceback (most recent call last):\nValueError: from last night\n")
-    old = time.time() - 3600
-    os.utime(log / "workerlog.2", (old, old))
-    failed = _worker_failures(log, since=time.time() - 60)
-    assert len(failed) == 1
-    assert failed[0].startswith("rank 1: RuntimeError: NPU out of memory")
-
-
 def test_declared_output_missing_is_named_before_reading_it(tmp_path: Path, monkeypatch) -> None:
     plan = _recipe(tmp_path, monkeypatch)
     # The prepare stage's dataset.json is read after the command; a command that writes nothing must fail

@@ -112,7 +112,8 @@ def test_cli_plan_prints_the_stages_as_json() -> None:
     stages = json.loads(out)["stages"]
     assert [s["name"] for s in stages] == ["prepare_dataset", "validate_dataset", "train", "export", "benchmark",
                                            "report"]
-    assert set(stages[2]) == {"name", "argv", "env", "cwd"}
+    assert set(stages[2]) == {"name", "argv", "env", "cwd", "resume", "free_disk"}
+    assert stages[2]["resume"]["argv"] == ["-r", "{checkpoint_stem}"]  # filled once a checkpoint is chosen
 
 
 def test_cli_plan_refuses_a_bad_value_with_exit_2() -> None:

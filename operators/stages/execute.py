@@ -7,16 +7,21 @@ directly. What differs between stage kinds (what must exist before, what to read
 
 from __future__ import annotations
 
+import glob
 import json
 import math
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from operators.failures import find_failing_rank
 from operators.logparse import PARSERS, MetricsSummary, parser_for
 from operators.plan import Plan, StageCommand
+from operators.preflight import PreflightError, run_preflight
 from operators.proc import StageProcess, describe_exit
+from operators.resume import find_checkpoint, resume_argv
 from operators.rundir import read_stage_result, write_stage_result
 
 Log = Callable[[str], None]
@@ -127,64 +132,143 @@ class _TrainProgress:
         return {**self.summary.to_dict(), "unparsed_lines": self.parse_errors}
 
 
-def _worker_failures(log_dir: Path, since: float) -> list[str]:
-    """Name the ranks whose worker log shows a Python traceback (paddle launch writes workerlog.N).
+def _resume_args(stage: StageCommand, attempt: int, resume: bool | None, log: Log) -> list[str]:
+    """The toolkit's resume flag for the newest complete checkpoint, when this try should resume.
 
-    Only logs written since the stage started count: without --log_dir, paddle writes to <cwd>/log, where
-    an earlier run's logs may still lie.
+    A retry (attempt > 1) resumes unless ``resume`` is False; a first try only when ``resume`` is True. A try
+    that should resume but finds only incomplete checkpoints fails rather than silently starting afresh.
     """
-    if not log_dir.is_dir():
+    spec = stage.resume
+    want = resume if resume is not None else attempt > 1
+    if spec is None:
+        if want:
+            log(f"warning: the recipe gives {stage.name} no resume block: try {attempt} starts from scratch")
         return []
-    failed = []
-    for path in sorted(log_dir.glob("workerlog.*")):
-        if path.stat().st_mtime < since:
-            continue
-        text = path.read_text(errors="replace")
-        if "Traceback (most recent call last)" in text:
-            last = [ln for ln in text.splitlines() if ln.strip()][-1:]
-            failed.append(f"rank {path.suffix.lstrip('.')}: {last[0] if last else ''} ({path})")
-    return failed
+    ckpt, skipped, existing = find_checkpoint(spec)
+    for why in skipped:
+        log(f"resume: skipping incomplete checkpoint {why}")
+    if not want:
+        if existing:
+            log(f"warning: {existing} checkpoint(s) match {spec['checkpoints']} but this is try {attempt} and "
+                f"resume={resume}: training starts from scratch (set resume=true to continue from them)")
+        return []
+    if ckpt is None:
+        if existing:
+            raise StageFailed(f"stage {stage.name}: try {attempt} should resume, but none of the {existing} "
+                              f"checkpoint(s) matching {spec['checkpoints']} is complete: {'; '.join(skipped)}")
+        log(f"resume: no checkpoint matches {spec['checkpoints']} yet: try {attempt} starts from scratch")
+        return []
+    args = resume_argv(spec, ckpt)
+    if not args:
+        log(f"warning: this profile has no resume flag: try {attempt} starts from scratch although "
+            f"{ckpt.path} exists")
+        return []
+    log(f"resume: try {attempt} continues from {ckpt.path} ({' '.join(args)})")
+    return args
+
+
+class _FollowFile(threading.Thread):
+    """Feed the lines a toolkit appends to its own log file (MMDetection's ``<ts>.log.json``) to ``consume``.
+
+    Follows the newest file matching ``pattern`` written since the stage started; a new file (the toolkit
+    restarted) is followed from its start.
+    """
+
+    def __init__(self, pattern: str, since: float, consume: Callable[[str], None], every_s: float = 1.0):
+        super().__init__(daemon=True, name="follow-metrics")
+        self.pattern, self.since, self.consume, self.every_s = pattern, since, consume, every_s
+        self.path: str | None = None
+        self.offset = 0
+        self.partial = ""
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        while not self._halt.wait(self.every_s):
+            self.poll()
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join(10)
+        self.poll()
+
+    def poll(self) -> None:
+        files = [p for p in glob.glob(self.pattern) if Path(p).stat().st_mtime >= self.since]
+        if not files:
+            return
+        newest = max(files, key=lambda p: Path(p).stat().st_mtime)
+        if newest != self.path:
+            self.path, self.offset, self.partial = newest, 0, ""
+        with open(newest, encoding="utf-8", errors="replace") as fh:
+            fh.seek(self.offset)
+            data = fh.read()
+            self.offset = fh.tell()
+        *lines, self.partial = (self.partial + data).split("\n")
+        for line in lines:
+            self.consume(line)
+
+
+def job_marker(plan: Plan, stage: StageCommand) -> str:
+    """The ``NPUFLOW_JOB`` value of this stage's processes on this node (two nodes may share a host)."""
+    return f"{plan.dag_id}/{plan.run_id}/{stage.name}/node{plan.device['node_rank']}"
 
 
 def execute_stage(plan: Plan, stage: StageCommand, *, log: Log, log_format: str,
                   on_start: Callable[[StageProcess], None] | None = None,
-                  secret_env: dict[str, str] | None = None) -> dict[str, Any]:
+                  secret_env: dict[str, str] | None = None, attempt: int = 1,
+                  resume: bool | None = None) -> dict[str, Any]:
     """Run ``stage`` of ``plan``; return the summary written to ``<stage_dir>/result.json``.
 
     ``secret_env`` (credentials) reaches the process only: it is never logged nor written to result.json.
+    ``attempt`` is the task's try number: a train stage's retry resumes from its newest complete checkpoint.
     """
     stage_dir = Path(stage.stage_dir)
     stage_dir.mkdir(parents=True, exist_ok=True)
     inputs = _preconditions(plan, stage)
-    log(f"stage {stage.name} ({stage.kind}) in {stage.cwd}: {json.dumps(stage.argv)}")
-    if stage.env:
-        log(f"env: {json.dumps(stage.env)}")
+    job = job_marker(plan, stage)
+    argv = list(stage.argv)
     progress = None
     if stage.kind == "train":
+        try:
+            run_preflight(plan.device, stage.free_disk, job, log, env_path=stage.env.get("PATH"))
+        except PreflightError as exc:
+            raise StageFailed(f"stage {stage.name}: preflight: {exc}") from None
+        argv += _resume_args(stage, attempt, resume, log)
         if log_format in PARSERS:
             progress = _TrainProgress(plan, stage, log, log_format)
         else:
             log(f"no metrics parser for log format {log_format!r} yet: this run records no training metrics")
+    log(f"stage {stage.name} ({stage.kind}) try {attempt} in {stage.cwd}: {json.dumps(argv)}")
+    if stage.env:
+        log(f"env: {json.dumps(stage.env)}")
+    # With a metrics file (MMDetection's log.json) the console is only shown; the file is parsed.
+    parse_console = progress is not None and stage.metrics_file is None
 
     def on_line(line: str) -> None:
         log(line)
-        if progress is not None:
+        if parse_console:
             progress(line)
 
-    proc = StageProcess(stage.argv, env={**stage.env, **(secret_env or {})}, cwd=stage.cwd,
-                        log_path=stage_dir / "stage.log")
+    proc = StageProcess(argv, env={**stage.env, **(secret_env or {})}, cwd=stage.cwd,
+                        log_path=stage_dir / "stage.log", tail_lines=100, job=job,
+                        watch_ranks=stage.kind == "train")
     if on_start is not None:
         on_start(proc)
     started = time.time()
+    follow = None
+    if progress is not None and stage.metrics_file is not None:
+        follow = _FollowFile(stage.metrics_file, started - 1, progress)
+        follow.start()
     try:
         code = proc.run(on_line)
     except FileNotFoundError as exc:
         raise StageFailed(f"stage {stage.name} could not start: {exc}") from exc
     finally:
+        if follow is not None:
+            follow.stop()
         metrics = progress.close() if progress is not None else None
     result: dict[str, Any] = {
-        "stage": stage.name, "kind": stage.kind, "argv": stage.argv, "env": stage.env, "cwd": stage.cwd,
-        "exit_code": code, "seconds": round(time.time() - started, 3), "inputs": inputs,
+        "stage": stage.name, "kind": stage.kind, "attempt": attempt, "argv": argv, "env": stage.env,
+        "cwd": stage.cwd, "exit_code": code, "seconds": round(time.time() - started, 3), "inputs": inputs,
     }
     if metrics is not None:
         result["metrics"] = metrics
@@ -192,14 +276,20 @@ def execute_stage(plan: Plan, stage: StageCommand, *, log: Log, log_format: str,
         if stage.kind == "validate_dataset" and (stage_dir / "validation.json").is_file():
             result.update(_collect(stage, metrics))
         result["ok"] = False
-        # paddle.distributed.launch's default --log_dir is "log" in its working directory.
-        log_dir = Path(plan.variables.get("launch_log_dir") or Path(stage.cwd) / "log")
-        ranks = _worker_failures(log_dir, since=started) if stage.kind == "train" else []
-        result["failed_ranks"] = ranks
+        why = ""
+        if stage.kind == "train":
+            # paddle.distributed.launch's default --log_dir is "log" in its working directory.
+            log_dir = Path(plan.variables.get("launch_log_dir") or Path(stage.cwd) / "log")
+            failure = find_failing_rank(list(proc.tail), log_dir, proc.watch.exits if proc.watch else [],
+                                        since=started - 1)
+            if failure is not None:
+                result["failed_rank"] = {"rank": failure.rank, "local_rank": failure.local_rank,
+                                         "how": failure.how, "log": failure.log}
+                why = f"; failing {failure.describe()}"
         write_stage_result(stage_dir, result)
-        why = f"; failing rank(s): {'; '.join(ranks)}" if ranks else ""
-        tail = "\n".join(proc.tail)
-        raise StageFailed(f"stage {stage.name}: command {describe_exit(code)}{why}\n--- last lines ---\n{tail}")
+        tail = "\n".join(list(proc.tail)[-40:])
+        raise StageFailed(f"stage {stage.name}: command {describe_exit(code)}{why}\n"
+                          f"--- last lines of the launcher ---\n{tail}")
 
     outputs = _existing(stage)
     missing = _missing(stage, outputs)
