@@ -87,6 +87,21 @@ def _with_log(failure: RankFailure, log_dir: Path | None, since: float) -> RankF
     return failure
 
 
+_VICTIM = re.compile(r"Traceback|Error|received by PID|Aborted|TIMEOUT")
+
+
+def _first_to_go(exits: list[RankExit], log_dir: Path | None, since: float) -> RankExit:
+    """The first rank seen gone; among ranks gone within the same poll, one whose log ends quietly (SIGKILL,
+    the OOM killer) rather than with an error about its peers, which is how the survivors die."""
+    same = [e for e in exits if e.after_s == exits[0].after_s]
+    if len(same) > 1 and log_dir is not None:
+        for exit_ in same:
+            logs = _rank_logs(log_dir, exit_.local_rank, since)
+            if logs and not any(_VICTIM.search(line) for line in _tail(logs[0], 40)):
+                return exit_
+    return exits[0]
+
+
 def find_failing_rank(output: list[str], log_dir: Path | None, exits: list[RankExit],
                       since: float) -> RankFailure | None:
     """The rank to blame for a failed launcher exit, or None when no rank can be named."""
@@ -96,7 +111,7 @@ def find_failing_rank(output: list[str], log_dir: Path | None, exits: list[RankE
         return _with_log(RankFailure(rank, local, how, "torchrun's root cause"), log_dir, since)
     reported = {m.group(1): int(m.group(2)) for m in map(_PADDLE_CONTAINER.search, output) if m}
     if exits:
-        first = exits[0]
+        first = _first_to_go(exits, log_dir, since)
         how = (describe_exit(reported[first.rank]) if first.rank in reported
                else "ended first of the job's ranks (its exit status was not reported)")
         source = f"pid {first.pid}, gone {first.after_s} s after start"

@@ -56,7 +56,7 @@ class RankWatch(threading.Thread):
 
     RANK_KEYS = (("RANK", "LOCAL_RANK"), ("PADDLE_TRAINER_ID", "PADDLE_LOCAL_RANK"))
 
-    def __init__(self, pid: int, every_s: float = 0.5) -> None:
+    def __init__(self, pid: int, every_s: float = 0.25) -> None:
         super().__init__(daemon=True, name=f"rank-watch-{pid}")
         self.pid = pid
         self.every_s = every_s

@@ -77,3 +77,11 @@ def test_without_a_watcher_only_fresh_worker_logs_with_a_traceback_count(tmp_pat
     assert failure is not None and failure.rank == "1"
     assert failure.log_tail[-1] == "RuntimeError: NPU out of memory"
     assert find_failing_rank([], tmp_path / "missing", [], since=0) is None
+
+
+def test_among_ranks_gone_in_the_same_poll_the_one_whose_log_ends_quietly_is_blamed(tmp_path: Path) -> None:
+    (tmp_path / "workerlog.0").write_text("step 5\nTraceback (most recent call last):\nRuntimeError: gloo TIMEOUT\n")
+    (tmp_path / "workerlog.1").write_text("step 4\nstep 5\n")  # SIGKILLed: no last words
+    exits = [RankExit("0", "0", 11, 2.0), RankExit("1", "1", 12, 2.0)]
+    failure = find_failing_rank(PADDLE_REPORT, tmp_path, exits, since=time.time() - 60)
+    assert failure is not None and failure.rank == "1"

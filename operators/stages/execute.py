@@ -274,7 +274,7 @@ def execute_stage(plan: Plan, stage: StageCommand, *, log: Log, log_format: str,
         result["metrics"] = metrics
     if code != 0:
         if stage.kind == "validate_dataset" and (stage_dir / "validation.json").is_file():
-            result.update(_collect(stage, metrics))
+            result.update(_collect(stage, metrics, plan.device["node_rank"]))
         result["ok"] = False
         why = ""
         if stage.kind == "train":
@@ -298,7 +298,7 @@ def execute_stage(plan: Plan, stage: StageCommand, *, log: Log, log_format: str,
         result["ok"] = False
         write_stage_result(stage_dir, result)
         raise StageFailed(f"stage {stage.name}: command succeeded but left no {', '.join(missing)}")
-    result.update(_collect(stage, metrics))
+    result.update(_collect(stage, metrics, plan.device["node_rank"]))
     if not result.setdefault("ok", True):
         write_stage_result(stage_dir, result)
         raise StageFailed(f"stage {stage.name}: {result['summary']}")
@@ -307,7 +307,7 @@ def execute_stage(plan: Plan, stage: StageCommand, *, log: Log, log_format: str,
     return result
 
 
-def _collect(stage: StageCommand, metrics: dict[str, Any] | None) -> dict[str, Any]:
+def _collect(stage: StageCommand, metrics: dict[str, Any] | None, node_rank: int = 0) -> dict[str, Any]:
     """Kind-specific reading of what the command wrote."""
     stage_dir = Path(stage.stage_dir)
     if stage.kind == "prepare_dataset":
@@ -322,6 +322,8 @@ def _collect(stage: StageCommand, metrics: dict[str, Any] | None) -> dict[str, A
                 "summary": f"counts {json.dumps(report['counts'])}, "
                            f"{sum(v['count'] for v in report['warnings'].values())} warning(s)"}
     if stage.kind == "train" and metrics is not None:
+        if metrics["train_steps"] == 0 and node_rank > 0:
+            return {"summary": f"node {node_rank} finished; step lines are logged on the rank-0 node only"}
         if metrics["train_steps"] == 0:
             return {"ok": False, "summary": "the training log had no step lines the parser recognises"}
         if not metrics["losses_finite"]:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import hashlib
+import itertools
 import json
 import os
 import time
@@ -76,7 +78,7 @@ class TinyYolo(nn.Module):
         super().__init__()
         chans = [3, 16, 32, 64, 64, 128]
         self.body = nn.Sequential(*[nn.Sequential(nn.Conv2d(a, b, 3, 2, 1, bias=False), nn.BatchNorm2d(b),
-                                                  nn.SiLU()) for a, b in zip(chans, chans[1:])])
+                                                  nn.SiLU()) for a, b in itertools.pairwise(chans)])
         self.head = nn.Conv2d(chans[-1], 5 + nc, 1)
         self.nc = nc
 
@@ -155,6 +157,10 @@ def main() -> None:
             torch.save(ckpt, wdir / f"epoch_{epoch:03d}.pt")
         if world > 1:
             dist.barrier()
+    # Every rank prints a digest of its parameters: DDP must leave them identical on every rank and node.
+    net = model.module if world > 1 else model
+    digest = hashlib.sha256(b"".join(p.detach().numpy().tobytes() for p in net.parameters())).hexdigest()[:16]
+    print(f"rank {rank}: params sha256 {digest}", flush=True)
     if world > 1:
         dist.destroy_process_group()
 

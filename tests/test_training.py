@@ -1,0 +1,286 @@
+"""Distributed training with real launchers and 2 CPU ranks: a rank killed mid-epoch, resume on retry, the task
+killed, two nodes on loopback. Each job runs through :func:`execute_stage`, the code the train operator runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from operators.plan import Plan, build_plan
+from operators.proc import JOB_ENV, StageProcess, job_processes
+from operators.recipe import load_recipe, load_recipe_file
+from operators.stages.execute import StageFailed, execute_stage, job_marker
+from tests.conftest import ROOT, VENV_BIN
+
+YOLOR = "yolor_p6_coco"
+PPYOLOE = "ppyoloe_plus_crn_l_80e_coco"
+
+pytestmark = pytest.mark.e2e
+
+
+def _plan(tmp_path: Path, dag_id: str, params: dict[str, Any], node: str = "n0") -> Plan:
+    return build_plan(load_recipe(dag_id), {"profile": "smoke", **params}, run_id="t1", runs_root=tmp_path / node)
+
+
+def _run(plan: Plan, name: str, log=lambda line: None, **kwargs: Any) -> dict[str, Any]:
+    recipe = load_recipe(plan.dag_id)
+    return execute_stage(plan, plan.stage(name), log=log, log_format=recipe.data["log_format"], **kwargs)
+
+
+def _prepared(plan: Plan) -> Plan:
+    _run(plan, "prepare_dataset")
+    _run(plan, "validate_dataset")
+    return plan
+
+
+def _rank_of(proc: psutil.Process) -> str | None:
+    env = proc.environ()
+    return env.get("RANK", env.get("PADDLE_TRAINER_ID"))
+
+
+def _rank_pid(proc: StageProcess, rank: str) -> int:
+    """The worker of ``rank``: the topmost process carrying that rank in its environment."""
+    for child in psutil.Process(proc.proc.pid).children(recursive=True):
+        if _rank_of(child) == rank and _rank_of(psutil.Process(child.ppid())) != rank:
+            return child.pid
+    raise AssertionError(f"no process of rank {rank}")
+
+
+def _kill_rank_when(marker: str, rank: str = "1"):
+    """A log callback that SIGKILLs ``rank`` the first time a line contains ``marker``, and the on_start hook."""
+    state: dict[str, Any] = {"lines": []}
+
+    def on_start(proc: StageProcess) -> None:
+        state["proc"] = proc
+
+    def log(line: str) -> None:
+        state["lines"].append(line)
+        if marker in line and "killed" not in state:
+            state["killed"] = _rank_pid(state["proc"], rank)
+            os.kill(state["killed"], signal.SIGKILL)
+
+    return state, log, on_start
+
+
+def _epochs(lines: list[str], pattern: str) -> list[int]:
+    return sorted({int(m.group(1)) for line in lines for m in [re.search(pattern, line)] if m})
+
+
+def test_torchrun_rank_killed_mid_epoch_fails_naming_it_and_the_retry_resumes(tmp_path: Path) -> None:
+    plan = _prepared(_plan(tmp_path, YOLOR, {"epochs": 5, "batch_size": 2}))
+    _state, log, on_start = _kill_rank_when("Epoch:[2][1/")
+    with pytest.raises(StageFailed) as failed:
+        _run(plan, "train", log=log, on_start=on_start, attempt=1)
+    message = str(failed.value)
+    assert "failing rank 1 (local rank 1) killed by SIGKILL [torchrun's root cause]" in message
+    weights = Path(plan.variables["weights_dir"])
+    done = sorted(int(p.stem.split("_")[1]) for p in weights.glob("epoch_*.pt"))
+    assert done and done[-1] >= 1
+
+    lines: list[str] = []
+    result = _run(plan, "train", log=lines.append, attempt=2)
+    assert result["ok"] and "--resume" in result["argv"]
+    assert any(f"continues from {weights}/epoch_{done[-1]:03d}.pt" in line for line in lines)
+    # No epoch up to the checkpoint is trained again; training finishes the remaining ones.
+    assert _epochs(lines, r"Epoch:\[(\d+)\]") == list(range(done[-1] + 1, 5))
+    assert result["metrics"]["train_steps"] > 0
+
+
+def test_paddle_rank_killed_mid_epoch_is_named_and_ppdet_resumes_with_r(tmp_path: Path) -> None:
+    plan = _prepared(_plan(tmp_path, PPYOLOE, {"epochs": 4}))
+    # paddle's launcher relays rank 0's log with a lag, so the kill lands in epoch 1 or a little later.
+    state, log, on_start = _kill_rank_when("Epoch: [1] [0/")
+    with pytest.raises(StageFailed) as failed:
+        _run(plan, "train", log=log, on_start=on_start, attempt=1)
+    message = str(failed.value)
+    # paddle's launcher blames rank 0 (which then fails in gloo); the rank watcher saw rank 1 go first.
+    assert "failing rank 1 (local rank 1)" in message and f"pid {state['killed']}" in message
+    assert "workerlog.1" in message
+
+    lines: list[str] = []
+    result = _run(plan, "train", log=lines.append, attempt=2)
+    checkpoint = Path(result["argv"][result["argv"].index("-r") + 1])
+    resumed_after = int(checkpoint.name)  # ppdet names each snapshot by its epoch
+    assert resumed_after < 3 and checkpoint.with_suffix(".pdopt").is_file()
+    assert _epochs(lines, r"Epoch: \[(\d+)\]") == list(range(resumed_after + 1, 4))
+    assert Path(result["outputs"]["best_model"]).is_file()
+
+
+def test_an_incomplete_newest_checkpoint_is_skipped_for_the_previous_one(tmp_path: Path) -> None:
+    plan = _prepared(_plan(tmp_path, YOLOR, {"epochs": 2}))
+    _run(plan, "train", attempt=1)
+    weights = Path(plan.variables["weights_dir"])
+    newest = weights / "epoch_001.pt"
+    newest.write_bytes(newest.read_bytes()[:-100])  # a node died while writing it
+    plan2 = _plan(tmp_path, YOLOR, {"epochs": 3})
+    lines: list[str] = []
+    result = _run(plan2, "train", log=lines.append, attempt=2)
+    assert any("skipping incomplete checkpoint" in line and "epoch_001.pt" in line for line in lines)
+    assert result["argv"][-2:] == ["--resume", str(weights / "epoch_000.pt")]
+    assert _epochs(lines, r"Epoch:\[(\d+)\]") == [1, 2]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _two_nodes(plans: list[Plan], log_format: str) -> list[list[str]]:
+    """Run each plan's train stage at once, as two nodes would; return each node's task log lines."""
+    logs: list[list[str]] = [[], []]
+    errors: list[BaseException] = []
+
+    def node(i: int) -> None:
+        try:
+            execute_stage(plans[i], plans[i].stage("train"), log=logs[i].append, log_format=log_format)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=node, args=(i,)) for i in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(600)
+    assert not errors, errors
+    return logs
+
+
+def _digests(lines: list[str]) -> dict[str, str]:
+    return {m.group(1): m.group(2) for line in lines for m in [re.search(r"rank (\d+): params sha256 (\w+)", line)] if m}
+
+
+def test_two_torchrun_nodes_on_loopback_c10d_end_with_the_same_parameters(tmp_path: Path) -> None:
+    master = f"127.0.0.1:{_free_port()}"
+    plans = [_prepared(_plan(tmp_path, YOLOR, {"epochs": 2, "nnodes": 2, "node_rank": r, "master": master,
+                                               "rendezvous": "c10d"}, node=f"n{r}")) for r in (0, 1)]
+    assert "--rdzv-endpoint" in plans[1].stage("train").argv
+    logs = _two_nodes(plans, "yolor")
+    digests = {**_digests(logs[0]), **_digests(logs[1])}
+    assert sorted(digests) == ["0", "1", "2", "3"]  # world size 4: two ranks on each node
+    assert len(set(digests.values())) == 1, digests
+
+
+def _ddp_recipe(tmp_path: Path) -> Path:
+    """A one-stage recipe whose train stage runs tests/trainers/paddle_ddp.py under paddle's launcher."""
+    recipe = {
+        "dag_id": "paddle_ddp_test", "title": "t", "tutorial": "t", "schedule": None,
+        "toolkit": {"name": "t", "repository": "t", "ref": "t"}, "dataset": {"spec": "coco2017"},
+        "log_format": "ppdet", "published": {}, "default_profile": "smoke", "vars": {"python": "{interpreter}"},
+        "profiles": {"smoke": {"description": "t", "device": {"kind": "cpu", "count": 2},
+                               "dataset_source": {"kind": "local"}, "env": {"OMP_NUM_THREADS": "1"},
+                               "vars": {"launch_log_dir": "{run_dir}/train/log"}}},
+        "stages": {"train": {"kind": "train", "cwd": "{run_dir}",
+                             "argv": [{"launch": "paddle", "python_args": ["-u"]},
+                                      "{project_root}/tests/trainers/paddle_ddp.py", "30"]}},
+    }
+    folder = tmp_path / "recipes"
+    folder.mkdir()
+    (folder / "datasets").symlink_to(ROOT / "recipes" / "datasets")
+    path = folder / "paddle_ddp_test.yaml"
+    path.write_text(json.dumps(recipe))
+    return path
+
+
+def test_two_paddle_nodes_on_loopback_with_a_master_end_with_the_same_parameters(tmp_path: Path, monkeypatch) -> None:
+    path = _ddp_recipe(tmp_path)
+    monkeypatch.setenv("NPUFLOW_RECIPES_DIR", str(path.parent))
+    recipe = load_recipe_file(path)
+    master = f"127.0.0.1:{_free_port()}"
+    plans = []
+    for r in (0, 1):
+        plan = build_plan(recipe, {"nnodes": 2, "node_rank": r, "master": master}, run_id="t1",
+                          runs_root=tmp_path / f"n{r}")
+        Path(plan.run_dir).mkdir(parents=True)
+        plans.append(plan)
+    assert plans[1].stage("train").argv[4:12] == ["--nproc_per_node", "2", "--master", master, "--nnodes", "2",
+                                                   "--rank", "1"]
+    logs = _two_nodes(plans, "ppdet")
+    # paddle's console shows each node's local rank 0; the other ranks are in the node's workerlog files.
+    lines = logs[0] + logs[1]
+    for plan in plans:
+        for worker in (Path(plan.run_dir) / "train" / "log").glob("workerlog.*"):
+            lines += worker.read_text().splitlines()
+    digests = _digests(lines)
+    assert sorted(digests) == ["0", "1", "2", "3"]
+    assert len(set(digests.values())) == 1, digests
+
+
+def _job_pids(prefix: str) -> list[int]:
+    found = []
+    for proc in psutil.process_iter(["pid"]):
+        try:
+            if proc.environ().get(JOB_ENV, "").startswith(prefix) and proc.status() != psutil.STATUS_ZOMBIE:
+                found.append(proc.pid)
+        except psutil.Error:
+            continue
+    return found
+
+
+def _wait_for(predicate, timeout: float, every: float = 0.2) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(every)
+    return predicate()
+
+
+def test_killing_the_airflow_task_leaves_no_process_of_the_job(airflow_env: dict) -> None:
+    """SIGTERM to the task process is what Airflow sends on "mark failed" and on a timeout (it calls on_kill)."""
+    conf = {"profile": "smoke", "epochs": 500, "batch_size": 2}
+    dags = subprocess.Popen([str(VENV_BIN / "airflow"), "dags", "test", YOLOR, "-c", json.dumps(conf)],
+                            env=airflow_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        runs = Path(airflow_env["NPUFLOW_RUNS_DIR"]) / YOLOR
+        assert _wait_for(lambda: any("Epoch:[" in p.read_text(errors="replace")
+                                     for p in runs.glob("*/train/stage.log")), 240), "training never started"
+        pids = _job_pids(f"{YOLOR}/")
+        assert len(pids) >= 3  # torchrun and its two ranks
+        launcher = min(pids, key=lambda pid: psutil.Process(pid).create_time())
+        task_process = psutil.Process(launcher).ppid()
+        killed_at = time.monotonic()
+        os.kill(task_process, signal.SIGTERM)
+        assert _wait_for(lambda: not _job_pids(f"{YOLOR}/"), 10), _job_pids(f"{YOLOR}/")
+        assert time.monotonic() - killed_at < 10
+    finally:
+        os.killpg(dags.pid, signal.SIGKILL)
+        dags.wait(30)
+
+
+def test_a_sigkilled_task_process_takes_its_launcher_and_ranks_with_it(tmp_path: Path) -> None:
+    """No on_kill runs when the task process is SIGKILLed (a lost heartbeat); PDEATHSIG still stops the job."""
+    plan = _prepared(_plan(tmp_path, YOLOR, {"epochs": 500, "batch_size": 2}))
+    job = job_marker(plan, plan.stage("train"))
+    script = (
+        "import sys\n"
+        "from operators.plan import build_plan\n"
+        "from operators.recipe import load_recipe\n"
+        "from operators.stages.execute import execute_stage\n"
+        f"plan = build_plan(load_recipe('{YOLOR}'), {{'profile': 'smoke', 'epochs': 500, 'batch_size': 2}}, "
+        f"run_id='t1', runs_root=__import__('pathlib').Path('{tmp_path / 'n0'}'))\n"
+        "execute_stage(plan, plan.stage('train'), log=print, log_format='yolor')\n"
+    )
+    task = subprocess.Popen([str(VENV_BIN / "python"), "-c", script], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        for line in task.stdout:
+            if "Epoch:[" in line:
+                break
+        assert len(job_processes(job)) >= 3
+        task.kill()
+        assert _wait_for(lambda: not job_processes(job), 10), job_processes(job)
+    finally:
+        task.kill()
+        task.wait(30)
