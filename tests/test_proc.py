@@ -88,3 +88,53 @@ def test_shell_is_never_involved(tmp_path: Path) -> None:
                  cwd=str(tmp_path), log_path=tmp_path / "s.log").run(lines.append)
     assert lines == ["$(id); touch pwned"]
     assert not (tmp_path / "pwned").exists()
+
+
+def _wait_file(path: Path, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not path.exists():
+        time.sleep(0.02)
+    return path.exists()
+
+
+FLOOD = """
+import sys
+from pathlib import Path
+for i in range(200000):
+    print("line", i)
+sys.stdout.flush()
+Path(sys.argv[1]).write_text("done")
+"""
+
+
+def test_a_stalled_consumer_never_stalls_the_child(tmp_path: Path) -> None:
+    """The task log may block (a slow log sink); the child must still write all of its ~2.5 MB of output."""
+    done = tmp_path / "done"
+    seen: list[bool] = []
+
+    def on_line(line: str) -> None:
+        if not seen:  # block on the very first line until the child has written everything and finished
+            seen.append(_wait_file(done, 20))
+
+    proc = StageProcess([sys.executable, "-c", FLOOD, str(done)], env={}, cwd=str(tmp_path),
+                        log_path=tmp_path / "s.log")
+    assert proc.run(on_line) == 0
+    assert seen == [True]
+    assert (tmp_path / "s.log").read_text().count("\n") == 200000
+
+
+def test_output_beyond_the_backlog_is_kept_in_the_stage_log_and_the_gap_is_said(tmp_path: Path) -> None:
+    done = tmp_path / "done"
+    lines: list[str] = []
+
+    def on_line(line: str) -> None:
+        if not lines:
+            _wait_file(done, 20)
+        lines.append(line)
+
+    proc = StageProcess([sys.executable, "-c", FLOOD, str(done)], env={}, cwd=str(tmp_path),
+                        log_path=tmp_path / "s.log", backlog_bytes=64 * 1024)
+    assert proc.run(on_line) == 0
+    assert proc.dropped_bytes > 0
+    assert any("went by faster than the task log" in line for line in lines)
+    assert len(lines) < 200000 and (tmp_path / "s.log").read_text().count("\n") == 200000
