@@ -44,6 +44,8 @@ bench: $(STAMP)
 	$(PY) bench/image_headers.py
 	$(PY) bench/download.py
 	$(PY) bench/download.py --link-mib-s 200
+	$(PY) bench/train_passthrough.py --repeat 5
+	$(PY) bench/log_streaming.py
 
 clean:
 	rm -rf var toolkits/*/output toolkits/*/output_inference
