@@ -126,3 +126,33 @@ def test_declared_output_missing_is_named_before_reading_it(tmp_path: Path, monk
     stage.outputs = {"dataset": [f"{stage.stage_dir}/dataset.json"]}
     with pytest.raises(StageFailed, match="left no dataset"):
         _run(plan, "prepare_dataset")
+
+
+MMDET_WRITER = """
+import json, time
+from pathlib import Path
+Path("work").mkdir(exist_ok=True)
+with open("work/20261123_010203.log.json", "w") as fh:
+    fh.write(json.dumps({"env_info": "x", "seed": 0}) + "\\n")
+    for it in (50, 100):
+        fh.write(json.dumps({"mode": "train", "epoch": 1, "iter": it, "lr": 0.002, "time": 0.5,
+                             "loss_cls": 1.2, "loss_bbox": 0.4, "loss": 1.6}) + "\\n")
+        fh.flush()
+        print("console line the parser must not see: Epoch: [9] [1/2] loss: 99.0", flush=True)
+        time.sleep(1.2)
+    fh.write(json.dumps({"mode": "val", "epoch": 1, "iter": 100, "bbox_mAP": 0.251}) + "\\n")
+"""
+
+
+def test_a_metrics_file_is_followed_during_training_instead_of_the_console(tmp_path: Path, monkeypatch) -> None:
+    plan = _recipe(tmp_path, monkeypatch)
+    for name in ("prepare_dataset", "validate_dataset"):
+        _run(plan, name)
+    stage = plan.stage("train")
+    stage.argv = [stage.argv[0], "-c", MMDET_WRITER]
+    stage.outputs = {}
+    stage.metrics_file = f"{stage.stage_dir}/work/*.log.json"
+    result = execute_stage(plan, stage, log=lambda _: None, log_format="mmdet_json")
+    assert result["metrics"]["train_steps"] == 2
+    assert result["metrics"]["last_losses"] == {"loss_cls": 1.2, "loss_bbox": 0.4, "loss": 1.6}
+    assert result["metrics"]["eval"]["bbox_map"] == 0.251
