@@ -47,7 +47,28 @@ class RankExit:
     after_s: float
 
 
-class RankWatch(threading.Thread):
+class Poller(threading.Thread):
+    """A daemon thread calling :meth:`poll` every ``every_s`` until :meth:`stop`, which polls a last time."""
+
+    def __init__(self, name: str, every_s: float) -> None:
+        super().__init__(daemon=True, name=name)
+        self.every_s = every_s
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        while not self._halt.wait(self.every_s):
+            self.poll()
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join(10)
+        self.poll()
+
+    def poll(self) -> None:
+        raise NotImplementedError
+
+
+class RankWatch(Poller):
     """Maps the launcher's workers to their ranks (from their environment) and records the order they exit.
 
     Launchers do not always name the rank that died first: paddle's reports whichever container it polls, often
@@ -57,22 +78,11 @@ class RankWatch(threading.Thread):
     RANK_KEYS = (("RANK", "LOCAL_RANK"), ("PADDLE_TRAINER_ID", "PADDLE_LOCAL_RANK"))
 
     def __init__(self, pid: int, every_s: float = 0.25) -> None:
-        super().__init__(daemon=True, name=f"rank-watch-{pid}")
+        super().__init__(f"rank-watch-{pid}", every_s)
         self.pid = pid
-        self.every_s = every_s
         self.started = time.monotonic()
         self.ranks: dict[int, tuple[str, str]] = {}  # pid -> (rank, local_rank)
         self.exits: list[RankExit] = []
-        self._halt = threading.Event()
-
-    def run(self) -> None:
-        while not self._halt.wait(self.every_s):
-            self.poll()
-
-    def stop(self) -> None:
-        self._halt.set()
-        self.join(5)
-        self.poll()
 
     def poll(self) -> None:
         import psutil

@@ -10,7 +10,6 @@ from __future__ import annotations
 import glob
 import json
 import math
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,7 +19,7 @@ from operators.failures import find_failing_rank
 from operators.logparse import PARSERS, MetricsSummary, parser_for
 from operators.plan import Plan, StageCommand
 from operators.preflight import PreflightError, run_preflight
-from operators.proc import StageProcess, describe_exit
+from operators.proc import Poller, StageProcess, describe_exit
 from operators.resume import find_checkpoint, resume_argv
 from operators.rundir import read_stage_result, write_stage_result
 
@@ -167,7 +166,7 @@ def _resume_args(stage: StageCommand, attempt: int, resume: bool | None, log: Lo
     return args
 
 
-class _FollowFile(threading.Thread):
+class _FollowFile(Poller):
     """Feed the lines a toolkit appends to its own log file (MMDetection's ``<ts>.log.json``) to ``consume``.
 
     Follows the newest file matching ``pattern`` written since the stage started; a new file (the toolkit
@@ -175,21 +174,11 @@ class _FollowFile(threading.Thread):
     """
 
     def __init__(self, pattern: str, since: float, consume: Callable[[str], None], every_s: float = 1.0):
-        super().__init__(daemon=True, name="follow-metrics")
-        self.pattern, self.since, self.consume, self.every_s = pattern, since, consume, every_s
+        super().__init__("follow-metrics", every_s)
+        self.pattern, self.since, self.consume = pattern, since, consume
         self.path: str | None = None
         self.offset = 0
         self.partial = ""
-        self._halt = threading.Event()
-
-    def run(self) -> None:
-        while not self._halt.wait(self.every_s):
-            self.poll()
-
-    def stop(self) -> None:
-        self._halt.set()
-        self.join(10)
-        self.poll()
 
     def poll(self) -> None:
         files = [p for p in glob.glob(self.pattern) if Path(p).stat().st_mtime >= self.since]
