@@ -208,14 +208,15 @@ def _render_args(items: list[Any], vs: _Vars, device: dict[str, Any], what: str)
     return out
 
 
-def _launchers(items: list[Any]) -> list[str]:
-    """The launchers a stage's argv uses (``{launch: ...}`` items, nested ones included)."""
+def _launchers(items: list[Any], vs: _Vars) -> list[str]:
+    """The launchers a stage's rendered argv uses (``{launch: ...}`` items whose ``when`` holds)."""
     found = []
     for item in items:
         if isinstance(item, dict):
             if "launch" in item:
                 found.append(item["launch"])
-            found += _launchers(item.get("argv", []) + item.get("values", []))
+            elif "when" not in item or vs.truthy(item["when"]):
+                found += _launchers(item.get("argv", []) + item.get("values", []), vs)
     return found
 
 
@@ -318,7 +319,7 @@ def build_plan(recipe: Recipe, params: dict[str, Any] | None = None, *, run_id: 
             name=name,
             kind=spec["kind"],
             argv=_render_args(spec["argv"], vs, device, "argv"),
-            env={**{k: v for launcher in _launchers(spec["argv"]) for k, v in device_env(launcher, device).items()},
+            env={**{k: v for launcher in _launchers(spec["argv"], vs) for k, v in device_env(launcher, device).items()},
                  **{k: vs.render(v, f"env.{k}") for k, v in {**profile.get("env", {}), **spec.get("env", {})}.items()}},
             cwd=stage_cwd,
             outputs={k: [vs.render(p, f"outputs.{k}") for p in ([v] if isinstance(v, str) else v)]
