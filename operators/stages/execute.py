@@ -263,7 +263,7 @@ def execute_stage(plan: Plan, stage: StageCommand, *, log: Log, log_format: str,
         result["metrics"] = metrics
     if code != 0:
         if stage.kind == "validate_dataset" and (stage_dir / "validation.json").is_file():
-            result.update(_collect(stage, metrics, plan.device["node_rank"]))
+            result.update(_collect(stage, metrics))
         result["ok"] = False
         why = ""
         if stage.kind == "train":
@@ -287,7 +287,9 @@ def execute_stage(plan: Plan, stage: StageCommand, *, log: Log, log_format: str,
         result["ok"] = False
         write_stage_result(stage_dir, result)
         raise StageFailed(f"stage {stage.name}: command succeeded but left no {', '.join(missing)}")
-    result.update(_collect(stage, metrics, plan.device["node_rank"]))
+    # c10d assigns ranks in rendezvous order: global rank 0 (which logs the steps) may be on any node.
+    ranks_here = {rank for rank, _ in proc.watch.ranks.values()} if proc.watch else set()
+    result.update(_collect(stage, metrics, hosts_rank0=not ranks_here or "0" in ranks_here))
     if not result.setdefault("ok", True):
         write_stage_result(stage_dir, result)
         raise StageFailed(f"stage {stage.name}: {result['summary']}")
@@ -296,7 +298,7 @@ def execute_stage(plan: Plan, stage: StageCommand, *, log: Log, log_format: str,
     return result
 
 
-def _collect(stage: StageCommand, metrics: dict[str, Any] | None, node_rank: int = 0) -> dict[str, Any]:
+def _collect(stage: StageCommand, metrics: dict[str, Any] | None, hosts_rank0: bool = True) -> dict[str, Any]:
     """Kind-specific reading of what the command wrote."""
     stage_dir = Path(stage.stage_dir)
     if stage.kind == "prepare_dataset":
@@ -311,8 +313,8 @@ def _collect(stage: StageCommand, metrics: dict[str, Any] | None, node_rank: int
                 "summary": f"counts {json.dumps(report['counts'])}, "
                            f"{sum(v['count'] for v in report['warnings'].values())} warning(s)"}
     if stage.kind == "train" and metrics is not None:
-        if metrics["train_steps"] == 0 and node_rank > 0:
-            return {"summary": f"node {node_rank} finished; step lines are logged on the rank-0 node only"}
+        if metrics["train_steps"] == 0 and not hosts_rank0:
+            return {"summary": "this node finished; the step lines are logged on the node of global rank 0"}
         if metrics["train_steps"] == 0:
             return {"ok": False, "summary": "the training log had no step lines the parser recognises"}
         if not metrics["losses_finite"]:
