@@ -23,7 +23,6 @@ PLACEHOLDERS = ("checkpoint", "checkpoint_stem", "checkpoint_dir")
 @dataclass
 class Checkpoint:
     path: Path
-    files: list[Path]
 
     @property
     def fields(self) -> dict[str, str]:
@@ -68,14 +67,12 @@ def find_checkpoint(spec: dict[str, Any]) -> tuple[Checkpoint | None, list[str],
     found = [Path(p) for p in glob.glob(spec["checkpoints"]) if Path(p).is_file()]
     skipped = []
     for path in sorted(found, key=_order_key, reverse=True):
-        ckpt = Checkpoint(path, [])
+        ckpt = Checkpoint(path)
         files = [path, *(Path(ckpt.fill(c)) for c in spec.get("companions", []))]
         problems = [f"{f.name} {why}" for f in files if (why := integrity_problem(f))]
-        if problems:
-            skipped.append(f"{path}: {', '.join(problems)}")
-            continue
-        ckpt.files = files
-        return ckpt, skipped, len(found)
+        if not problems:
+            return ckpt, skipped, len(found)
+        skipped.append(f"{path}: {', '.join(problems)}")
     return None, skipped, len(found)
 
 
