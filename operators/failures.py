@@ -77,13 +77,12 @@ def _tail(path: Path, lines: int = 15) -> tuple[str, ...]:
 def _with_log(failure: RankFailure, log_dir: Path | None, since: float) -> RankFailure:
     if log_dir is None:
         return failure
-    logs = [p for p in _rank_logs(log_dir, failure.local_rank, since) if p.stat().st_size]
-    # Prefer the file with the traceback (stderr for torchrun), else the newest non-empty one.
-    for path in logs:
-        tail = _tail(path)
-        if any("Error" in ln or "Traceback" in ln for ln in tail) or path == logs[-1]:
-            failure.log, failure.log_tail = str(path), tail
-            break
+    tails = [(p, _tail(p)) for p in _rank_logs(log_dir, failure.local_rank, since) if p.stat().st_size]
+    if tails:
+        # Prefer the file with the traceback (stderr for torchrun), else the newest non-empty one.
+        path, tail = next(((p, t) for p, t in tails if any("Error" in ln or "Traceback" in ln for ln in t)),
+                          tails[0])
+        failure.log, failure.log_tail = str(path), tail
     return failure
 
 
