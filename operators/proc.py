@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-#: Environment marker every process of a stage's job inherits: ``<dag_id>/<run_id>/<stage>``.
+#: Environment marker every process of a stage's job inherits: ``<dag_id>/<run_id>/<stage>/node<rank>``.
 JOB_ENV = "NPUFLOW_JOB"
 
 # Run through a tiny exec shim rather than preexec_fn, which is unsafe in a threaded parent: it asks the kernel

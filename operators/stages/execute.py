@@ -1,6 +1,6 @@
 """Execute one planned stage: preconditions, the command, its outputs, and the stage's result file.
 
-Plain Python, no Airflow: the operators in ``operators.airflow`` call :func:`execute_stage` and the tests call it
+Plain Python, no Airflow: the operators in ``operators.stage_operators`` call :func:`execute_stage` and the tests call it
 directly. What differs between stage kinds (what must exist before, what to read after) is keyed by the stage's
 ``kind`` from the recipe, never by the model.
 """
@@ -101,7 +101,7 @@ class _TrainProgress:
         self.parse_errors = 0
 
     def __call__(self, line: str) -> None:
-        # Never let a parsing problem stop the reader: the trainer would block on a full pipe.
+        # Never let a parsing problem stop the consumer: the task log and metrics would stop there.
         try:
             self._consume(line)
         except Exception as exc:
