@@ -44,7 +44,7 @@ bench: $(STAMP)
 	$(PY) bench/image_headers.py
 	$(PY) bench/download.py
 	$(PY) bench/download.py --link-mib-s 200
-	$(PY) bench/train_passthrough.py --repeat 5
+	$(PY) bench/train_passthrough.py
 	$(PY) bench/log_streaming.py
 
 clean:
