@@ -10,17 +10,14 @@ The dataset's validation verdict is checked by the stage executor, which owns th
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import shutil
-import signal
 import subprocess
-import time
 from collections.abc import Callable
 from typing import Any
 
-from operators.proc import job_processes
+from operators.proc import JOB_ENV, job_processes, stop_marked
 
 Log = Callable[[str], None]
 
@@ -81,16 +78,10 @@ def stop_leftovers(job: str, log: Log, grace_s: float = 10.0) -> list[int]:
     if not pids:
         return []
     log(f"preflight: {len(pids)} process(es) of an earlier try of this job still run ({pids}); stopping them")
-    for sig, wait in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, sig)
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline and job_processes(job):
-            time.sleep(0.2)
-        if not job_processes(job):
-            return pids
-    raise PreflightError(f"processes of an earlier try of this job survive SIGKILL: {job_processes(job)}")
+    stopped, survivors = stop_marked(JOB_ENV, job, grace_s)
+    if survivors:
+        raise PreflightError(f"processes of an earlier try of this job survive SIGKILL: {survivors}")
+    return sorted(set(pids) | set(stopped))
 
 
 def check_devices(device: dict[str, Any], env_path: str | None = None) -> str:

@@ -247,19 +247,43 @@ def _group_alive(pgid: int) -> bool:
     return True
 
 
-def job_processes(job: str) -> list[int]:
-    """Pids of live processes whose environment marks them as part of ``job`` (leftovers of an earlier try)."""
+def marked_processes(var: str, value: str) -> list[int]:
+    """Pids of live processes (not this one) whose environment has ``var=value``: what a marker inherited by
+    every descendant finds even after their parents are gone."""
     import psutil
 
     found = []
     for proc in psutil.process_iter(["pid"]):
         try:
-            if proc.pid != os.getpid() and proc.environ().get(JOB_ENV) == job \
+            if proc.pid != os.getpid() and proc.environ().get(var) == value \
                     and proc.status() != psutil.STATUS_ZOMBIE:
                 found.append(proc.pid)
         except psutil.Error:
             continue
     return found
+
+
+def job_processes(job: str) -> list[int]:
+    """Pids of live processes of ``job`` (leftovers of an earlier try)."""
+    return marked_processes(JOB_ENV, job)
+
+
+def stop_marked(var: str, value: str, grace_s: float = 10.0) -> tuple[list[int], list[int]]:
+    """SIGTERM every process marked ``var=value``, SIGKILL what is left after ``grace_s``.
+    Returns (the pids found, the pids still alive after SIGKILL)."""
+    pids = marked_processes(var, value)
+    for sig, wait in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
+        if not pids:
+            break
+        for pid in marked_processes(var, value):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline and marked_processes(var, value):
+            time.sleep(0.2)
+        if not marked_processes(var, value):
+            return pids, []
+    return pids, marked_processes(var, value)
 
 
 def describe_exit(code: int) -> str:
