@@ -13,8 +13,19 @@ from typing import Any
 
 from operators.datasets.validate import build_parser as build_validate_parser
 from operators.datasets.validate import run as cmd_validate_dataset
-from operators.plan import PlanError, build_plan, device_pool
+from operators.plan import PlanError, build_plan
 from operators.recipe import PROJECT_ROOT, RecipeError, list_recipes, load_recipe
+from operators.services import (
+    USERS,
+    ServiceConfig,
+    ServiceError,
+    airflow_bin,
+    default_pools,
+    down,
+    embedded_airflow_env,
+    status,
+    up,
+)
 
 
 def parse_set(pairs: list[str]) -> dict[str, Any]:
@@ -54,28 +65,11 @@ def cmd_recipes(_: argparse.Namespace) -> int:
     return 0
 
 
-def embedded_airflow_env() -> dict[str, str]:
-    """The embedded default: everything inside the checkout, SQLite, LocalExecutor, no examples."""
-    env = dict(os.environ)
-    env.setdefault("AIRFLOW_HOME", str(PROJECT_ROOT / "var" / "airflow"))
-    env.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(PROJECT_ROOT / "dags"))
-    env.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
-    env.setdefault("AIRFLOW__CORE__EXECUTOR", "LocalExecutor")
-    env.setdefault("NPUFLOW_RUNS_DIR", str(PROJECT_ROOT / "var" / "runs"))
-    env.setdefault("PYTHONWARNINGS", "ignore")
-    return env
-
-
-def _airflow_bin() -> str:
-    """The airflow console script of the environment npuflow runs in."""
-    return str(Path(sys.executable).with_name("airflow"))
-
-
 def _airflow(env: dict[str, str], *argv: str, log: Path) -> int:
     with open(log, "a") as fh:
         fh.write(f"\n$ airflow {' '.join(argv)}\n")
         fh.flush()
-        return subprocess.run([_airflow_bin(), *argv], env=env, stdout=fh, stderr=subprocess.STDOUT,
+        return subprocess.run([airflow_bin(), *argv], env=env, stdout=fh, stderr=subprocess.STDOUT,
                               stdin=subprocess.DEVNULL).returncode
 
 
@@ -95,11 +89,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if _airflow(env, "db", "migrate", log=log) != 0:
         print(f"airflow db migrate failed, see {log}", file=sys.stderr)
         return 1
-    for kind, slots in (("npu", 8), ("gpu", 8), ("cpu", os.cpu_count() or 1)):
-        _airflow(env, "pools", "set", device_pool(kind), str(slots), f"{kind} cards on this host", log=log)
+    for pool, slots in default_pools().items():
+        _airflow(env, "pools", "set", pool, str(slots), "cards on this host (npuflow)", log=log)
     runs = Path(env["NPUFLOW_RUNS_DIR"]) / args.dag_id
     before = set(runs.glob("*")) if runs.is_dir() else set()
-    cmd = [_airflow_bin(), "dags", "test", args.dag_id, "-c", json.dumps(params)]
+    cmd = [airflow_bin(), "dags", "test", args.dag_id, "-c", json.dumps(params)]
     print(f"$ {' '.join(cmd[1:])}", flush=True)
     with open(log, "a") as fh:
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -121,6 +115,44 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _service_config(args: argparse.Namespace) -> ServiceConfig:
+    env = embedded_airflow_env()
+    return ServiceConfig(home=Path(env["AIRFLOW_HOME"]), port=args.port, parallelism=args.parallelism,
+                         default_profile=args.default_profile, base_env=env)
+
+
+def _say(line: str) -> None:
+    print(line, flush=True)
+
+
+def cmd_airflow(args: argparse.Namespace) -> int:
+    """``npuflow airflow up|down|status``: the embedded default's services on 127.0.0.1."""
+    cfg = _service_config(args)
+    if args.action == "up":
+        pids = up(cfg, _say, timeout_s=args.timeout)
+        _say(f"\nAirflow is up: {cfg.url}  (UI and REST API, loopback only; pids {sorted(pids.values())})")
+        _say(f"users: {', '.join(f'{u} ({r})' for u, r in USERS.items())}; "
+             f"passwords in {cfg.passwords_file} (mode 0600)")
+        _say(f"logs: {cfg.state_dir}/<component>.log; stop with `npuflow airflow down`")
+        return 0
+    if args.action == "down":
+        down(cfg, _say, grace_s=args.grace)
+        _say("Airflow services stopped; no process of theirs is left")
+        return 0
+    info = status(cfg)
+    if args.json:
+        print(json.dumps(info, indent=2))
+    else:
+        for name, comp in info["components"].items():
+            state = f"pid {comp['pid']}, {comp['rss_mib']} MiB" if comp["running"] else "stopped"
+            _say(f"{name:14s} {state}")
+        bad = [k for k, v in (info["health"] or {}).items() if isinstance(v, dict) and v.get("status") != "healthy"]
+        _say(f"health: {'no answer' if info['health'] is None else ('healthy' if not bad else 'unhealthy: ' + ', '.join(bad))}"
+             f" ({info['url']})")
+    running = [c for c in info["components"].values() if c["running"]]
+    return 0 if running and len(running) == len(info["components"]) and info["health"] else 3
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="npuflow", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -139,9 +171,24 @@ def main(argv: list[str] | None = None) -> int:
     demo.set_defaults(func=cmd_demo)
     val = sub.add_parser("validate-dataset", help="run the dataset checks of the validate stage (exit 1: errors)")
     build_validate_parser(val).set_defaults(func=cmd_validate_dataset)
+    af = sub.add_parser("airflow", help="start, stop or show the Airflow services of the embedded default")
+    af.add_argument("action", choices=("up", "down", "status"))
+    af.add_argument("--port", type=int, default=int(os.environ.get("NPUFLOW_AIRFLOW_PORT", "8080")),
+                    help="api-server port on 127.0.0.1 (env NPUFLOW_AIRFLOW_PORT; default 8080)")
+    af.add_argument("--parallelism", type=int, default=4, help="LocalExecutor workers (tasks at once)")
+    af.add_argument("--default-profile", default=os.environ.get("NPUFLOW_DEFAULT_PROFILE", "smoke"),
+                    help="profile a run uses when its params do not name one, and whose cards the train task "
+                         "reserves (env NPUFLOW_DEFAULT_PROFILE; default smoke: CPU)")
+    af.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for health on up")
+    af.add_argument("--grace", type=float, default=30.0, help="seconds between SIGTERM and SIGKILL on down")
+    af.add_argument("--json", action="store_true", help="status as JSON")
+    af.set_defaults(func=cmd_airflow)
     args = p.parse_args(argv)
     try:
         return args.func(args)
+    except ServiceError as exc:
+        print(f"npuflow airflow: {exc}", file=sys.stderr)
+        return 1
     except (PlanError, RecipeError) as exc:
         print(f"npuflow: {exc}", file=sys.stderr)
         return 2

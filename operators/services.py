@@ -1,0 +1,442 @@
+"""The Airflow services of the embedded default: start, check and stop them on loopback, without a container.
+
+``airflow standalone`` is not used: it binds its log servers to 0.0.0.0 and orphans its children on SIGTERM.
+Each component runs as its own ``airflow`` process in its own session, so ``down`` can stop it and everything
+it forked (LocalExecutor workers, task supervisors) as one process group. Every service process also carries
+``NPUFLOW_SERVICES=<state dir>`` in its environment, inherited by all descendants, so whatever a group kill
+missed (a task's training job in its own session) is found and stopped too: nothing is left behind.
+
+State lives in ``<AIRFLOW_HOME>/services/``: ``services.json`` (port, pids and their start times, so a reused
+pid is never signalled), one ``<component>.log`` each, and ``passwords.json`` (mode 0600) for the
+SimpleAuthManager users. Nothing here imports Airflow.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from operators.proc import marked_processes, stop_marked
+from operators.recipe import PROJECT_ROOT
+
+Log = Callable[[str], None]
+
+#: Inherited by every process the services start, down to training ranks; ``down`` stops what carries it.
+SERVICES_ENV = "NPUFLOW_SERVICES"
+
+#: Started in this order, stopped in the reverse. Log servers are off (they would bind 0.0.0.0:8793/8794);
+#: the api-server reads task logs from the shared log folder instead.
+COMPONENTS: dict[str, list[str]] = {
+    "api-server": ["api-server", "-H", "127.0.0.1", "-p", "{port}", "-w", "1"],
+    "dag-processor": ["dag-processor"],
+    "scheduler": ["scheduler", "--skip-serve-logs"],
+    "triggerer": ["triggerer", "--skip-serve-logs"],
+}
+
+#: SimpleAuthManager users and their roles: the admin; an operator who may trigger runs (and manage pools,
+#: connections, variables); a viewer who may only look.
+USERS: dict[str, str] = {"admin": "admin", "operator": "op", "viewer": "viewer"}
+
+HEALTH_PATH = "/api/v2/monitor/health"
+
+
+class ServiceError(RuntimeError):
+    """The services could not be started or stopped; the message names the component and its log."""
+
+
+def embedded_airflow_env(base: dict[str, str] | None = None) -> dict[str, str]:
+    """The embedded default: everything inside the checkout, SQLite, LocalExecutor, no examples.
+    Values already in ``base`` (the caller's environment) win."""
+    env = dict(os.environ if base is None else base)
+    env.setdefault("AIRFLOW_HOME", str(PROJECT_ROOT / "var" / "airflow"))
+    env.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(PROJECT_ROOT / "dags"))
+    env.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+    env.setdefault("AIRFLOW__CORE__EXECUTOR", "LocalExecutor")
+    env.setdefault("NPUFLOW_RUNS_DIR", str(PROJECT_ROOT / "var" / "runs"))
+    env.setdefault("PYTHONWARNINGS", "ignore")
+    return env
+
+
+def airflow_bin() -> str:
+    """The airflow console script of the environment npuflow runs in."""
+    return str(Path(sys.executable).with_name("airflow"))
+
+
+@dataclass
+class ServiceConfig:
+    """How the services are run. Only ``port`` and the folders usually change."""
+
+    home: Path
+    port: int = 8080
+    parallelism: int = 4  # LocalExecutor pre-forks this many workers (~100 MB each)
+    dag_refresh_s: int = 5  # new DAG files show up within this many seconds (Airflow's default: 300)
+    default_profile: str = "smoke"  # the CPU profile; production hosts pass "production"
+    base_env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def state_dir(self) -> Path:
+        return self.home / "services"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def passwords_file(self) -> Path:
+        return self.state_dir / "passwords.json"
+
+    def env(self) -> dict[str, str]:
+        env = embedded_airflow_env(self.base_env or None)
+        env.update({
+            "AIRFLOW_HOME": str(self.home),
+            "AIRFLOW__API__HOST": "127.0.0.1",
+            "AIRFLOW__API__PORT": str(self.port),
+            "AIRFLOW__API__BASE_URL": f"{self.url}/",
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.url}/execution/",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(f"{u}:{r}" for u, r in USERS.items()),
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(self.passwords_file),
+            "AIRFLOW__CORE__PARALLELISM": str(self.parallelism),
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": str(self.dag_refresh_s),
+            "NPUFLOW_DEFAULT_PROFILE": self.default_profile,
+            SERVICES_ENV: str(self.state_dir),
+        })
+        return env
+
+
+# --- passwords ---------------------------------------------------------------------------------------------
+
+def ensure_passwords(path: Path, log: Log) -> dict[str, str]:
+    """Create the users' passwords once (random, mode 0600) and keep them across restarts.
+
+    Airflow would generate and *print* passwords for users missing from the file, so every user is written
+    here first. A file a user wrote by hand is kept; missing users are added, and a looser mode is tightened.
+    Passwords are never logged.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    passwords: dict[str, str] = {}
+    if path.exists():
+        try:
+            passwords = json.loads(path.read_text() or "{}")
+        except ValueError as exc:
+            raise ServiceError(f"{path} is not valid JSON ({exc}); fix or delete it") from None
+        if not isinstance(passwords, dict):
+            raise ServiceError(f"{path} must hold a JSON object user -> password")
+        if path.stat().st_mode & 0o077:
+            log(f"{path} was readable by others; setting mode 0600")
+    missing = [u for u in USERS if not passwords.get(u)]
+    for user in missing:
+        passwords[user] = secrets.token_urlsafe(12)
+    if missing or not path.exists() or path.stat().st_mode & 0o077:
+        tmp = path.with_suffix(".tmp")
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(passwords, fh)
+            fh.write("\n")
+        os.replace(tmp, path)
+        if missing:
+            log(f"created password(s) for {', '.join(missing)} in {path} (mode 0600)")
+    return passwords
+
+
+def read_password(cfg: ServiceConfig, user: str) -> str:
+    passwords = json.loads(cfg.passwords_file.read_text())
+    return passwords[user]
+
+
+# --- process bookkeeping -----------------------------------------------------------------------------------
+
+def _start_time(pid: int) -> float | None:
+    """The process's start time, or None if it is gone (or a zombie): with the pid it identifies a process."""
+    import psutil
+
+    try:
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return None
+        return proc.create_time()
+    except psutil.Error:
+        return None
+
+
+def _is_ours(entry: dict[str, Any]) -> bool:
+    started = _start_time(entry["pid"])
+    return started is not None and abs(started - entry["started"]) < 1.0
+
+
+def _read_state(cfg: ServiceConfig) -> dict[str, Any]:
+    path = cfg.state_dir / "services.json"
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, ValueError):
+        return {"components": {}}
+
+
+def _write_state(cfg: ServiceConfig, state: dict[str, Any]) -> None:
+    path = cfg.state_dir / "services.json"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(state, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def running_components(cfg: ServiceConfig) -> dict[str, int]:
+    """Component -> pid of the services recorded in the state dir that still run."""
+    state = _read_state(cfg)
+    return {name: e["pid"] for name, e in state["components"].items() if _is_ours(e)}
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except FileNotFoundError:
+        return "(no log)"
+
+
+# --- HTTP --------------------------------------------------------------------------------------------------
+
+def health(cfg: ServiceConfig, timeout: float = 5.0) -> dict[str, Any] | None:
+    """The api-server's health document, or None while it does not answer."""
+    try:
+        with urllib.request.urlopen(cfg.url + HEALTH_PATH, timeout=timeout) as resp:
+            return json.loads(resp.read())
+    except (OSError, ValueError):
+        return None
+
+
+def unhealthy(doc: dict[str, Any] | None) -> list[str]:
+    """Components the health document does not report healthy (all of them while there is no document)."""
+    if doc is None:
+        return ["api-server"]
+    return [name for name, part in doc.items() if isinstance(part, dict) and part.get("status") != "healthy"]
+
+
+def api(cfg: ServiceConfig, method: str, path: str, body: Any = None, *, token: str | None = None,
+        timeout: float = 30.0) -> tuple[int, Any]:
+    """One REST call; returns (status, parsed JSON or text). Errors are returned, not raised."""
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(cfg.url + path, data=data, method=method)
+    req.add_header("Accept", "application/json")
+    if data is not None:
+        req.add_header("Content-Type", "application/json")
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            status, raw = resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        status, raw = exc.code, exc.read()
+    try:
+        return status, json.loads(raw)
+    except ValueError:
+        return status, raw.decode(errors="replace")
+
+
+def token_for(cfg: ServiceConfig, user: str, password: str | None = None) -> str:
+    """A JWT for ``user`` (``POST /auth/token``), password read from the passwords file unless given."""
+    password = read_password(cfg, user) if password is None else password
+    status, body = api(cfg, "POST", "/auth/token", {"username": user, "password": password})
+    if status not in (200, 201) or not isinstance(body, dict) or "access_token" not in body:
+        raise ServiceError(f"no token for {user!r}: HTTP {status}")
+    return body["access_token"]
+
+
+def default_pools() -> dict[str, int]:
+    """One pool per device kind this host has, sized by its cards (CPU: usable cores)."""
+    from operators.plan import device_pool
+    from operators.preflight import PreflightError, available_devices
+
+    pools = {}
+    for kind in ("npu", "gpu", "cpu"):
+        try:
+            count = len(available_devices(kind))
+        except PreflightError:  # no driver: no such cards here
+            continue
+        if count:
+            pools[device_pool(kind)] = count
+    return pools
+
+
+def ensure_pools(cfg: ServiceConfig, log: Log) -> None:
+    """Create the device pools that do not exist yet; a size an admin has set is kept."""
+    token = token_for(cfg, "admin")
+    for name, slots in default_pools().items():
+        status, _ = api(cfg, "GET", f"/api/v2/pools/{name}", token=token)
+        if status == 200:
+            continue
+        status, body = api(cfg, "POST", "/api/v2/pools", {"name": name, "slots": slots,
+                                                           "description": "cards on this host (npuflow)"},
+                           token=token)
+        if status not in (200, 201):
+            raise ServiceError(f"creating pool {name}: HTTP {status} {body}")
+        log(f"pool {name}: {slots} slot(s)")
+
+
+# --- up / down / status ------------------------------------------------------------------------------------
+
+def up(cfg: ServiceConfig, log: Log, timeout_s: float = 180.0) -> dict[str, int]:
+    """Start the components not already running, wait until ``/api/v2/monitor/health`` says every one is
+    healthy, create missing device pools. Returns component -> pid. On failure, stops what this call started
+    (a component that was already running is left alone) and raises naming the component and its log."""
+    cfg.state_dir.mkdir(parents=True, exist_ok=True)
+    state = _read_state(cfg)
+    running = running_components(cfg)
+    if running and state.get("port") not in (None, cfg.port):
+        raise ServiceError(f"services already run on port {state['port']} (pids {sorted(running.values())}); "
+                           f"run `npuflow airflow down` first")
+    missing = [name for name in COMPONENTS if name not in running]
+    if missing and "api-server" in missing and not _port_free(cfg.port):
+        raise ServiceError(f"port {cfg.port} on 127.0.0.1 is already in use; pick another with --port")
+    env = cfg.env()
+    ensure_passwords(cfg.passwords_file, log)
+    started: dict[str, int] = {}
+    try:
+        if missing:
+            _migrate(cfg, env, log)
+        for name in missing:
+            argv = [airflow_bin(), *(a.format(port=cfg.port) for a in COMPONENTS[name])]
+            logfile = cfg.state_dir / f"{name}.log"
+            with open(logfile, "ab") as fh:
+                fh.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} $ airflow {' '.join(argv[1:])}\n".encode())
+                fh.flush()
+                proc = subprocess.Popen(argv, env=env, cwd=cfg.home, stdout=fh, stderr=subprocess.STDOUT,
+                                        stdin=subprocess.DEVNULL, start_new_session=True)
+            started[name] = proc.pid
+            state["components"][name] = {"pid": proc.pid, "started": _start_time(proc.pid) or time.time(),
+                                         "log": str(logfile)}
+            log(f"started {name} (pid {proc.pid}), log {logfile}")
+        state["port"] = cfg.port
+        _write_state(cfg, state)
+        _wait_healthy(cfg, started, log, timeout_s)
+        ensure_pools(cfg, log)
+    except BaseException:
+        if started:
+            log(f"stopping what this call started: {', '.join(started)}")
+            _stop_groups(cfg, {n: state["components"][n] for n in started}, log, grace_s=10.0)
+        raise
+    return {**running, **started}
+
+
+def _migrate(cfg: ServiceConfig, env: dict[str, str], log: Log) -> None:
+    logfile = cfg.state_dir / "db-migrate.log"
+    with open(logfile, "ab") as fh:
+        code = subprocess.run([airflow_bin(), "db", "migrate"], env=env, stdout=fh, stderr=subprocess.STDOUT,
+                              stdin=subprocess.DEVNULL, check=False).returncode
+    if code != 0:
+        raise ServiceError(f"airflow db migrate failed with code {code}:\n{_tail(logfile)}\n(full log {logfile})")
+    log("database migrated")
+
+
+def _wait_healthy(cfg: ServiceConfig, started: dict[str, int], log: Log, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    last: list[str] = []
+    while True:
+        for name, pid in started.items():
+            if _start_time(pid) is None:
+                logfile = cfg.state_dir / f"{name}.log"
+                raise ServiceError(f"{name} (pid {pid}) exited during start-up; last lines of {logfile}:\n"
+                                   f"{_tail(logfile)}")
+        last = unhealthy(health(cfg))
+        if not last:
+            log(f"healthy: {cfg.url}{HEALTH_PATH}")
+            return
+        if time.monotonic() > deadline:
+            raise ServiceError(f"not healthy after {timeout_s:.0f} s: {', '.join(last)} "
+                               f"(logs in {cfg.state_dir})")
+        time.sleep(1.0)
+
+
+def _stop_groups(cfg: ServiceConfig, entries: dict[str, dict[str, Any]], log: Log, grace_s: float) -> None:
+    """SIGTERM each component's process group, SIGKILL the groups still alive after ``grace_s``."""
+    ours = {name: e for name, e in entries.items() if _is_ours(e)}
+    for name in reversed(list(ours)):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(ours[name]["pid"], signal.SIGTERM)
+        log(f"SIGTERM {name} (pid {ours[name]['pid']})")
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline and any(_group_members(e["pid"]) for e in ours.values()):
+        time.sleep(0.2)
+    for name, e in ours.items():
+        if _group_members(e["pid"]):
+            log(f"{name} still running after {grace_s:.0f} s: SIGKILL")
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(e["pid"], signal.SIGKILL)
+
+
+def _group_members(pgid: int) -> list[int]:
+    """Live (non-zombie) members of a process group."""
+    import psutil
+
+    members = []
+    for proc in psutil.process_iter(["pid"]):
+        try:
+            if os.getpgid(proc.pid) == pgid and proc.status() != psutil.STATUS_ZOMBIE:
+                members.append(proc.pid)
+        except (OSError, psutil.Error):
+            continue
+    return members
+
+
+def down(cfg: ServiceConfig, log: Log, grace_s: float = 30.0) -> list[int]:
+    """Stop every component by its recorded pid (the whole process group), then anything still carrying the
+    services' marker (training jobs run in sessions of their own). Returns the pids left alive (none, or
+    the error is raised)."""
+    state = _read_state(cfg)
+    _stop_groups(cfg, state["components"], log, grace_s)
+    found, survivors = stop_marked(SERVICES_ENV, str(cfg.state_dir), grace_s=10.0)
+    if found:
+        log(f"stopped {len(found)} more process(es) started by the services: {found}")
+    if survivors:
+        raise ServiceError(f"processes of the services survive SIGKILL: {survivors}")
+    if cfg.state_dir.is_dir():
+        state["components"] = {}
+        _write_state(cfg, state)
+    return survivors
+
+
+def status(cfg: ServiceConfig) -> dict[str, Any]:
+    """What runs, the health document and where to log in. Never includes a password."""
+    state = _read_state(cfg)
+    import psutil
+
+    components = {}
+    for name in COMPONENTS:
+        entry = state["components"].get(name)
+        if entry and _is_ours(entry):
+            rss = 0
+            for pid in _group_members(entry["pid"]):
+                with contextlib.suppress(psutil.Error):
+                    rss += psutil.Process(pid).memory_info().rss
+            components[name] = {"pid": entry["pid"], "running": True, "rss_mib": round(rss / 2**20),
+                                "log": entry["log"]}
+        else:
+            components[name] = {"running": False}
+    port = state.get("port", cfg.port)
+    doc = health(ServiceConfig(home=cfg.home, port=port)) if any(c["running"] for c in components.values()) \
+        else None
+    return {"url": f"http://127.0.0.1:{port}", "components": components, "health": doc,
+            "users": dict(USERS), "passwords_file": str(cfg.passwords_file),
+            "processes": len(marked_processes(SERVICES_ENV, str(cfg.state_dir)))}
