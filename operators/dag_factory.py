@@ -3,16 +3,29 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
-from airflow.sdk import DAG, Param
+from airflow.sdk import DAG, Asset, CronTriggerTimetable, Param
 
 from operators.plan import PARAMS, device_pool
 from operators.recipe import Recipe, load_recipe
 from operators.stage_operators import OPERATOR_FOR_KIND
 
-START_DATE = datetime(2026, 1, 1)
+
+def model_asset(dag_id: str, name: str) -> Asset:
+    """The Airflow Asset a stage updates, e.g. ``model://ppyoloe_plus_crn_l_80e_coco/exported``: deployment
+    DAGs scheduled on it run when a new model is exported."""
+    return Asset(f"model://{dag_id}/{name}")
+
+
+def nightly(recipe: Recipe) -> CronTriggerTimetable | None:
+    """The recipe's cron. ``run_immediately=False`` and no start date: unpausing a DAG waits for the next night
+    instead of starting last night's (hours-long, all-cards) run at once."""
+    cron = recipe.data["schedule"]
+    if cron is None:
+        return None
+    return CronTriggerTimetable(cron, timezone=recipe.data.get("timezone", "UTC"), run_immediately=False)
 
 
 def dag_params(recipe: Recipe) -> dict[str, Param]:
@@ -48,8 +61,7 @@ def build_dag(dag_id: str) -> DAG:
     with DAG(
         dag_id=dag_id,
         description=data["title"],
-        schedule=data["schedule"],
-        start_date=START_DATE,
+        schedule=nightly(recipe),
         catchup=False,
         max_active_runs=1,
         tags=data.get("tags", []),
@@ -65,6 +77,8 @@ def build_dag(dag_id: str) -> DAG:
                 extra.update(pool=device_pool(default_device["kind"]), pool_slots=default_device["count"])
             if "retries" in spec:  # a retried train stage resumes from its newest complete checkpoint
                 extra.update(retries=spec["retries"], retry_delay=timedelta(seconds=spec.get("retry_delay_seconds", 60)))
+            if spec.get("assets"):
+                extra["outlets"] = [model_asset(dag_id, name) for name in spec["assets"]]
             if "execution_timeout_minutes" in spec:
                 extra["execution_timeout"] = timedelta(minutes=spec["execution_timeout_minutes"])
             task = OPERATOR_FOR_KIND[spec["kind"]](

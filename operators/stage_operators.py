@@ -66,6 +66,10 @@ class RecipeStageOperator(BaseOperator):
                                on_start=self._started, secret_env=self.secret_env(plan),
                                **self.stage_options(context))
         self.log.info("stage results in %s", stage.stage_dir)
+        for asset in self.outlets:  # what a deployment DAG scheduled on the asset needs to find the model
+            context["outlet_events"][asset].extra = {
+                "dag_id": plan.dag_id, "run_id": plan.run_id, "profile": plan.profile, "run_dir": plan.run_dir,
+                "outputs": result.get("outputs", {})}
         return {k: result[k] for k in ("ok", "summary", "outputs", "seconds", "metrics") if k in result}
 
     def check_claim(self, plan: Plan) -> None:

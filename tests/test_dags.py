@@ -21,6 +21,10 @@ out = {"errors": {k: str(v) for k, v in bag.import_errors.items()},
 for dag_id, dag in bag.dags.items():
     out["dags"][dag_id] = {
         "schedule": str(dag.schedule), "catchup": dag.catchup, "max_active_runs": dag.max_active_runs,
+        "timetable": {"type": type(dag.timetable).__name__, "cron": getattr(dag.timetable, "expression", None),
+                      "run_immediately": getattr(dag.timetable, "run_immediately", None)},
+        "start_date": str(dag.start_date) if dag.start_date else None,
+        "outlets": {t.task_id: [a.uri for a in t.outlets] for t in dag.tasks if t.outlets},
         "tags": sorted(dag.tags), "doc": bool(dag.doc_md), "params": {k: {**dag.params.get_param(k).schema,
                                                                           "description": dag.params.get_param(k).description}
                                                                       for k in dag.params},
@@ -66,6 +70,25 @@ def test_dag_shape(loaded: dict, dag_id: str) -> None:
     _, operator, pool, slots, _ = tasks["train"]
     assert operator == "DistributedTrainOperator"
     assert pool == "npu_devices" and slots in (4, 8)
+
+
+@pytest.mark.parametrize("dag_id", sorted(EXPECTED_DAGS))
+def test_nightly_schedule_waits_for_the_next_night(loaded: dict, dag_id: str) -> None:
+    """Unpausing must not start last night's run at once: no start date, run_immediately off, recipe's cron."""
+    from operators.recipe import load_recipe
+
+    dag = loaded["dags"][dag_id]
+    assert dag["timetable"] == {"type": "CronTriggerTimetable", "cron": load_recipe(dag_id).data["schedule"],
+                                "run_immediately": False}
+    assert dag["start_date"] is None
+
+
+def test_export_stages_declare_the_model_asset(loaded: dict) -> None:
+    outlets = {d: v["outlets"] for d, v in loaded["dags"].items()}
+    assert outlets["ppyoloe_plus_crn_l_80e_coco"] == {"export": ["model://ppyoloe_plus_crn_l_80e_coco/exported"]}
+    assert outlets["picodet_s_416_coco_npu_qat"] == {"export": ["model://picodet_s_416_coco_npu_qat/exported"]}
+    assert outlets["deeplabv3p_resnet50_os8_cityscapes_1024x512_80k"] == {
+        "export": ["model://deeplabv3p_resnet50_os8_cityscapes_1024x512_80k/exported"]}
 
 
 def test_pool_slots_follow_the_cards_of_the_default_profile(loaded: dict) -> None:
