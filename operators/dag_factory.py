@@ -40,7 +40,8 @@ def dag_params(recipe: Recipe) -> dict[str, Param]:
             params[name] = Param(recipe.default_profile, type="string", enum=sorted(profiles),
                                  description=f"{description} ({described})")
         elif name == "stages":
-            params[name] = Param([], type="array", items={"type": "string", "enum": list(recipe.stages)},
+            # Nullable, or the trigger form marks the list required and an empty list cannot be submitted.
+            params[name] = Param(None, type=["array", "null"], items={"type": "string", "enum": list(recipe.stages)},
                                  uniqueItems=True, description=f"{description} Stages: {', '.join(recipe.stages)}.")
         else:
             if "enum" in spec:

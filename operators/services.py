@@ -2,9 +2,12 @@
 
 ``airflow standalone`` is not used: it binds its log servers to 0.0.0.0 and orphans its children on SIGTERM.
 Each component runs as its own ``airflow`` process in its own session, so ``down`` can stop it and everything
-it forked (LocalExecutor workers, task supervisors) as one process group. Every service process also carries
-``NPUFLOW_SERVICES=<state dir>`` in its environment, inherited by all descendants, so whatever a group kill
-missed (a task's training job in its own session) is found and stopped too: nothing is left behind.
+it forked (LocalExecutor workers, task supervisors) as one process group. A task's training job runs in a
+session of its own, so ``down`` first takes a snapshot of every component's process tree, and afterwards stops
+whatever of that snapshot is still alive. Every service process also carries ``NPUFLOW_SERVICES=<state dir>``
+in its environment, inherited by all descendants, which finds what has left the tree (an orphan reparented to
+init). Neither alone is enough: processes that set their title (the api-server, LocalExecutor workers)
+overwrite their environment in /proc. Nothing is left behind.
 
 State lives in ``<AIRFLOW_HOME>/services/``: ``services.json`` (port, pids and their start times, so a reused
 pid is never signalled), one ``<component>.log`` each, and ``passwords.json`` (mode 0600) for the
@@ -160,7 +163,7 @@ def read_password(cfg: ServiceConfig, user: str) -> str:
 
 # --- process bookkeeping -----------------------------------------------------------------------------------
 
-def _start_time(pid: int) -> float | None:
+def process_start_time(pid: int) -> float | None:
     """The process's start time, or None if it is gone (or a zombie): with the pid it identifies a process."""
     import psutil
 
@@ -174,7 +177,7 @@ def _start_time(pid: int) -> float | None:
 
 
 def _is_ours(entry: dict[str, Any]) -> bool:
-    started = _start_time(entry["pid"])
+    started = process_start_time(entry["pid"])
     return started is not None and abs(started - entry["started"]) < 1.0
 
 
@@ -325,7 +328,7 @@ def up(cfg: ServiceConfig, log: Log, timeout_s: float = 180.0) -> dict[str, int]
                 proc = subprocess.Popen(argv, env=env, cwd=cfg.home, stdout=fh, stderr=subprocess.STDOUT,
                                         stdin=subprocess.DEVNULL, start_new_session=True)
             started[name] = proc.pid
-            state["components"][name] = {"pid": proc.pid, "started": _start_time(proc.pid) or time.time(),
+            state["components"][name] = {"pid": proc.pid, "started": process_start_time(proc.pid) or time.time(),
                                          "log": str(logfile)}
             log(f"started {name} (pid {proc.pid}), log {logfile}")
         state["port"] = cfg.port
@@ -355,7 +358,7 @@ def _wait_healthy(cfg: ServiceConfig, started: dict[str, int], log: Log, timeout
     last: list[str] = []
     while True:
         for name, pid in started.items():
-            if _start_time(pid) is None:
+            if process_start_time(pid) is None:
                 logfile = cfg.state_dir / f"{name}.log"
                 raise ServiceError(f"{name} (pid {pid}) exited during start-up; last lines of {logfile}:\n"
                                    f"{_tail(logfile)}")
@@ -400,21 +403,58 @@ def _group_members(pgid: int) -> list[int]:
     return members
 
 
-def down(cfg: ServiceConfig, log: Log, grace_s: float = 30.0) -> list[int]:
-    """Stop every component by its recorded pid (the whole process group), then anything still carrying the
-    services' marker (training jobs run in sessions of their own). Returns the pids left alive (none, or
-    the error is raised)."""
+def service_processes(cfg: ServiceConfig) -> dict[int, float]:
+    """pid -> start time of every live process of the services: the components, all their descendants, and
+    anything else carrying the services' marker."""
+    import psutil
+
+    procs: dict[int, float] = {}
+    roots = [e["pid"] for e in _read_state(cfg)["components"].values() if _is_ours(e)]
+    roots += marked_processes(SERVICES_ENV, str(cfg.state_dir))
+    for pid in roots:
+        try:
+            proc = psutil.Process(pid)
+            family = [proc, *proc.children(recursive=True)]
+        except psutil.Error:
+            continue
+        for member in family:
+            with contextlib.suppress(psutil.Error):
+                if member.status() != psutil.STATUS_ZOMBIE:
+                    procs[member.pid] = member.create_time()
+    return procs
+
+
+def _still_alive(procs: dict[int, float]) -> list[int]:
+    return [pid for pid, started in procs.items() if (process_start_time(pid) or -1.0) == started]
+
+
+def down(cfg: ServiceConfig, log: Log, grace_s: float = 30.0) -> None:
+    """Stop every component by its recorded pid (the whole process group), then whatever else the services
+    had started (training jobs run in sessions of their own). Raises if anything survives SIGKILL."""
     state = _read_state(cfg)
+    before = service_processes(cfg)
     _stop_groups(cfg, state["components"], log, grace_s)
-    found, survivors = stop_marked(SERVICES_ENV, str(cfg.state_dir), grace_s=10.0)
-    if found:
-        log(f"stopped {len(found)} more process(es) started by the services: {found}")
+    found, _ = stop_marked(SERVICES_ENV, str(cfg.state_dir), grace_s=10.0)
+    left = _still_alive(before)
+    if found or left:
+        log(f"stopping {len(set(found) | set(left))} process(es) outside the components' groups: "
+            f"{sorted(set(found) | set(left))}")
+    for sig, wait in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
+        if not left:
+            break
+        for pid in left:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline and _still_alive({p: before[p] for p in left}):
+            time.sleep(0.2)
+        left = _still_alive({p: before[p] for p in left})
+    survivors = sorted(set(_still_alive(before)) | set(marked_processes(SERVICES_ENV, str(cfg.state_dir))))
     if survivors:
         raise ServiceError(f"processes of the services survive SIGKILL: {survivors}")
     if cfg.state_dir.is_dir():
         state["components"] = {}
         _write_state(cfg, state)
-    return survivors
 
 
 def status(cfg: ServiceConfig) -> dict[str, Any]:
@@ -439,4 +479,4 @@ def status(cfg: ServiceConfig) -> dict[str, Any]:
         else None
     return {"url": f"http://127.0.0.1:{port}", "components": components, "health": doc,
             "users": dict(USERS), "passwords_file": str(cfg.passwords_file),
-            "processes": len(marked_processes(SERVICES_ENV, str(cfg.state_dir)))}
+            "processes": len(service_processes(cfg))}

@@ -7,6 +7,7 @@ summary to XCom. Everything else lives in plain modules that know nothing of Air
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
@@ -163,7 +164,10 @@ class RunReportOperator(RecipeStageOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         result = super().execute(context)
-        self.log.info("report: %s", result.get("outputs", {}).get("markdown"))
+        outputs = result.get("outputs", {})
+        self.log.info("report: %s", outputs.get("markdown"))
+        if outputs.get("json"):  # the whole report, for REST clients: .../taskInstances/report/xcomEntries/report
+            context["ti"].xcom_push(key="report", value=json.loads(Path(outputs["json"]).read_text()))
         return result
 
 

@@ -27,3 +27,18 @@ def airflow_env(tmp_path: Path) -> dict[str, str]:
     }
     subprocess.run([str(VENV_BIN / "airflow"), "db", "migrate"], env=env, check=True, capture_output=True)
     return env
+
+
+@pytest.fixture(scope="session")
+def airflow_services(tmp_path_factory: pytest.TempPathFactory):
+    """The real services (``npuflow airflow up``) in a temporary home, shared by the REST and UI tests; the
+    dags folder also holds the README's asset consumer. Stopped with ``npuflow airflow down`` at the end,
+    which fails the session if anything they started is still alive."""
+    from tests.airflow_services import start, stop
+
+    services = start(tmp_path_factory.mktemp("services"),
+                     extra_dags=(ROOT / "docs" / "examples" / "deploy_on_new_model.py",))
+    try:
+        yield services
+    finally:
+        stop(services)

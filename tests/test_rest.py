@@ -1,0 +1,208 @@
+"""The REST API of real services, as a user's tools drive it: token, unpause, trigger with conf, poll, logs,
+the report; auth and parameter errors; the device pool between two runs; the export asset's consumer."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import time
+import uuid
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from operators.services import USERS, service_processes
+from tests.airflow_services import Services
+from tests.conftest import ROOT, VENV_BIN
+
+pytestmark = pytest.mark.services
+
+PPYOLOE = "ppyoloe_plus_crn_l_80e_coco"
+YOLOR = "yolor_p6_coco"
+PICODET = "picodet_s_416_coco_npu_qat"
+CONSUMER = "deploy_ppyoloe_plus"
+
+
+def _when(ts: str) -> datetime:
+    return datetime.fromisoformat(ts.replace("Z", "+00:00"))
+
+
+def test_every_listening_socket_is_on_loopback(airflow_services: Services) -> None:
+    listeners = []
+    for pid in service_processes(airflow_services.cfg):
+        try:
+            conns = psutil.Process(pid).net_connections(kind="inet")
+        except psutil.Error:
+            continue
+        listeners += [(pid, c.laddr.ip, c.laddr.port) for c in conns if c.status == psutil.CONN_LISTEN]
+    assert any(port == airflow_services.port for _, _, port in listeners), listeners
+    assert all(ip in ("127.0.0.1", "::1") for _, ip, _ in listeners), listeners
+
+
+def test_passwords_file_is_private_and_never_printed(airflow_services: Services) -> None:
+    path = airflow_services.cfg.passwords_file
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    passwords = json.loads(path.read_text())
+    assert set(passwords) == set(USERS)
+    status = subprocess.run([str(VENV_BIN / "npuflow"), "airflow", "status", "--json"], env=airflow_services.env,
+                            capture_output=True, text=True, check=True)
+    info = json.loads(status.stdout)
+    assert all(c["running"] for c in info["components"].values()), info
+    texts = [airflow_services.up_output, status.stdout, status.stderr]
+    texts += [p.read_text(errors="replace") for p in airflow_services.cfg.state_dir.glob("*.log")]
+    for user, password in passwords.items():
+        assert not any(password in text for text in texts), f"the password of {user} was printed"
+
+
+def test_no_token_is_401_and_a_malformed_token_403(airflow_services: Services) -> None:
+    from operators.services import api
+
+    assert api(airflow_services.cfg, "GET", "/api/v2/dags")[0] == 401
+    assert api(airflow_services.cfg, "GET", "/api/v2/dags", token="not-a-jwt")[0] == 403
+    status, body = api(airflow_services.cfg, "POST", "/auth/token", {"username": "admin", "password": "wrong"})
+    assert status == 401, body
+
+
+def test_viewer_may_look_but_not_trigger(airflow_services: Services) -> None:
+    airflow_services.wait_dag(YOLOR)
+    assert airflow_services.call("GET", f"/api/v2/dags/{YOLOR}", user="viewer")[0] == 200
+    status, body = airflow_services.call("POST", f"/api/v2/dags/{YOLOR}/dagRuns",
+                                         {"logical_date": None, "conf": {}}, user="viewer")
+    assert status == 403, body
+    status, body = airflow_services.call("PATCH", f"/api/v2/dags/{YOLOR}", {"is_paused": False}, user="viewer")
+    assert status == 403, body
+
+
+@pytest.mark.parametrize(("conf", "message"), [
+    pytest.param({"epochs": 0}, "0 is less than the minimum of 1", id="below-minimum"),
+    pytest.param({"epochs": "two"}, "'two' is not of type 'integer', 'null'", id="wrong-type"),
+    pytest.param({"profile": "cluster"}, "'cluster' is not one of", id="not-a-profile"),
+    pytest.param({"devices": "0;touch /tmp/x"}, "does not match", id="devices-pattern"),
+])
+def test_a_bad_param_is_refused_with_400_and_the_schema_message(airflow_services: Services, conf: dict,
+                                                                  message: str) -> None:
+    airflow_services.wait_dag(YOLOR)
+    status, body = airflow_services.call("POST", f"/api/v2/dags/{YOLOR}/dagRuns",
+                                         {"logical_date": None, "conf": conf})
+    assert status == 400, body
+    assert message in body["detail"]
+
+
+@pytest.fixture(scope="module")
+def two_runs(airflow_services: Services) -> dict[str, Any]:
+    """PP-YOLOE+ and YOLOR smoke runs triggered together over REST. Each train task reserves 2 slots of
+    ``cpu_devices``; the pool gets 3, so the two trainings must not overlap."""
+    s = airflow_services
+    s.ok("PATCH", "/api/v2/pools/cpu_devices?update_mask=slots",
+         {"name": "cpu_devices", "slots": 3, "include_deferred": False}, user="admin")
+    s.unpause(CONSUMER)  # the deployment DAG scheduled on PP-YOLOE+'s export asset
+    for dag_id in (PPYOLOE, YOLOR):
+        s.unpause(dag_id)
+    runs = {PPYOLOE: s.trigger(PPYOLOE, {"epochs": 2, "batch_size": 2}), YOLOR: s.trigger(YOLOR, {"epochs": 3})}
+    states = {dag_id: s.wait_run(dag_id, run_id, timeout=900) for dag_id, run_id in runs.items()}
+    return {"runs": runs, "states": states}
+
+
+def test_rest_trigger_with_conf_runs_the_ppyoloe_smoke_dag(airflow_services: Services, two_runs: dict) -> None:
+    s, run_id = airflow_services, two_runs["runs"][PPYOLOE]
+    assert two_runs["states"][PPYOLOE] == "success", {k: v["state"] for k, v in s.task_instances(PPYOLOE, run_id).items()}
+    run = s.ok("GET", s.run_path(PPYOLOE, run_id))
+    assert run["conf"] == {"epochs": 2, "batch_size": 2} and run["triggered_by"] == "rest_api"
+    tis = s.task_instances(PPYOLOE, run_id)
+    assert {k: v["state"] for k, v in tis.items()} == {
+        "prepare_dataset": "success", "validate_dataset": "success", "train": "success", "export": "success",
+        "benchmark": "success", "report": "success"}
+    # the conf reached the toolkit: two epochs, batch size 2, as the plan the tasks ran shows
+    log = s.log(PPYOLOE, run_id, "train")
+    assert "paddle.distributed.launch" in log and "--nproc_per_node" in log
+    assert "TrainReader.batch_size=2" in log and "epoch=2" in log
+    assert "Epoch: [1]" in log  # ppdet's own step line for the second epoch (0-based)
+    report = s.xcom(PPYOLOE, run_id, "report", key="report")
+    assert report["dag_id"] == PPYOLOE and report["run_id"] == run_id and report["profile"] == "smoke"
+    assert "benchmark" in json.dumps(report)
+
+
+def test_the_device_pool_keeps_two_trainings_apart(airflow_services: Services, two_runs: dict) -> None:
+    s = airflow_services
+    assert set(two_runs["states"].values()) == {"success"}, two_runs["states"]
+    pool = s.ok("GET", "/api/v2/pools/cpu_devices", user="admin")
+    assert pool["slots"] == 3
+    trains = {dag_id: s.task_instances(dag_id, run_id)["train"] for dag_id, run_id in two_runs["runs"].items()}
+    assert all(t["pool"] == "cpu_devices" and t["pool_slots"] == 2 for t in trains.values()), trains
+    first, second = sorted(trains.values(), key=lambda t: _when(t["start_date"]))
+    # both were waiting for the pool at the same time, and the second only started once the first had ended
+    assert _when(second["scheduled_when"]) < _when(first["end_date"]), (first, second)
+    assert _when(second["start_date"]) >= _when(first["end_date"]), (first, second)
+
+
+def test_the_export_asset_schedules_the_consumer_dag(airflow_services: Services, two_runs: dict) -> None:
+    s, run_id = airflow_services, two_runs["runs"][PPYOLOE]
+    events = s.ok("GET", "/api/v2/assets/events?source_dag_id=" + PPYOLOE)["asset_events"]
+    mine = [e for e in events if e["source_run_id"] == run_id]
+    assert len(mine) == 1 and mine[0]["uri"] == f"model://{PPYOLOE}/exported"
+    assert mine[0]["source_task_id"] == "export"
+    deadline = time.monotonic() + 180
+    while True:
+        runs = s.ok("GET", f"/api/v2/dags/{CONSUMER}/dagRuns")["dag_runs"]
+        done = [r for r in runs if r["state"] in ("success", "failed")]
+        if done:
+            break
+        assert time.monotonic() < deadline, f"{CONSUMER} did not run after the export: {runs}"
+        time.sleep(2)
+    assert done[0]["state"] == "success" and done[0]["run_type"] == "asset_triggered"
+    deployed = s.xcom(CONSUMER, done[0]["dag_run_id"], "deploy")
+    assert deployed["run_id"] == run_id
+    assert Path(deployed["params"]).is_file() and str(s.runs_dir) in deployed["params"]
+
+
+def test_an_unknown_conf_key_fails_the_run_naming_the_allowed_keys(airflow_services: Services) -> None:
+    s = airflow_services
+    s.unpause(PICODET)
+    run_id = s.trigger(PICODET, {"epoch": 2})  # Airflow itself accepts unknown keys silently
+    assert s.wait_run(PICODET, run_id, timeout=300) == "failed"
+    tis = s.task_instances(PICODET, run_id)
+    assert tis["prepare_dataset"]["state"] == "failed"
+    assert tis["train"]["state"] == "upstream_failed"
+    log = s.log(PICODET, run_id, "prepare_dataset")
+    assert "unknown parameter(s) ['epoch']; allowed: [" in log and "'epochs'" in log
+
+
+def test_a_shell_metacharacter_value_reaches_the_stage_as_one_literal_argument(airflow_services: Services) -> None:
+    s = airflow_services
+    marker = Path(f"/tmp/npuflow-pwned-{uuid.uuid4().hex}")
+    root = f"/nonexistent/coco; touch {marker} $(touch {marker})"
+    s.unpause(PICODET)
+    run_id = s.trigger(PICODET, {"dataset_root": root, "stages": ["prepare_dataset"]})
+    assert s.wait_run(PICODET, run_id, timeout=300) == "failed"
+    log = s.log(PICODET, run_id, "prepare_dataset")
+    assert root in log  # named as given, one argument
+    assert not marker.exists()
+
+
+def test_a_new_dag_file_is_picked_up_within_seconds(airflow_services: Services) -> None:
+    s = airflow_services
+    dag_id = f"npuflow_new_{uuid.uuid4().hex[:8]}"
+    (s.dags_folder / f"{dag_id}.py").write_text(
+        "from airflow.sdk import DAG\n"
+        "from airflow.providers.standard.operators.empty import EmptyOperator\n"
+        f"with DAG(dag_id={dag_id!r}, schedule=None):\n"
+        "    EmptyOperator(task_id='noop')\n")
+    # Airflow's default refresh_interval is 300 s; the services set 5 s.
+    assert s.wait_dag(dag_id, timeout=60) < 60
+
+
+def test_readme_python_client_example_triggers_and_reads_a_run(airflow_services: Services) -> None:
+    """The README's apache-airflow-client example, run as written against these services."""
+    s = airflow_services
+    env = {**os.environ, "AIRFLOW_URL": s.url, "AIRFLOW_USER": "operator",
+           "AIRFLOW_PASSWORD": s.password("operator"), "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.run([str(VENV_BIN / "python"), str(ROOT / "docs" / "examples" / "trigger_with_client.py"),
+                           YOLOR, '{"epochs": 1}'], env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "state: success" in proc.stdout
+    assert "report:" in proc.stdout
