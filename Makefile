@@ -15,7 +15,11 @@ export AIRFLOW__CORE__EXECUTOR := LocalExecutor
 export NPUFLOW_RUNS_DIR := $(ROOT)/var/runs
 export PYTHONWARNINGS := ignore
 
-.PHONY: setup demo test test-fast lint bench plan clean lock
+.PHONY: setup browser demo test test-fast lint bench plan clean lock up down
+
+# The UI tests drive Debian's chromium through chromedriver (nothing is downloaded by a test tool).
+CHROMEDRIVER := /usr/bin/chromedriver
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 setup: $(STAMP)
 
@@ -25,10 +29,16 @@ $(STAMP): requirements/lock.txt pyproject.toml
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	@touch $(STAMP)
 
+browser: $(CHROMEDRIVER)
+
+$(CHROMEDRIVER):
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver \
+	  || { $(SUDO) apt-get update -q && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; }
+
 demo: $(STAMP)
 	$(VENV)/bin/npuflow demo ppyoloe_plus_crn_l_80e_coco --profile smoke
 
-test: $(STAMP)
+test: $(STAMP) $(CHROMEDRIVER)
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
@@ -46,6 +56,13 @@ bench: $(STAMP)
 	$(PY) bench/download.py --link-mib-s 200
 	$(PY) bench/train_passthrough.py
 	$(PY) bench/log_streaming.py
+
+# The embedded default's Airflow services on 127.0.0.1 (UI + REST on port 8080 unless PORT=...).
+up: $(STAMP)
+	$(VENV)/bin/npuflow airflow up --port $(or $(PORT),8080)
+
+down: $(STAMP)
+	$(VENV)/bin/npuflow airflow down
 
 clean:
 	rm -rf var toolkits/*/output toolkits/*/output_inference
