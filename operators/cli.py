@@ -24,6 +24,7 @@ from operators.services import (
     down,
     embedded_airflow_env,
     status,
+    unhealthy,
     up,
 )
 
@@ -146,11 +147,11 @@ def cmd_airflow(args: argparse.Namespace) -> int:
         for name, comp in info["components"].items():
             state = f"pid {comp['pid']}, {comp['rss_mib']} MiB" if comp["running"] else "stopped"
             _say(f"{name:14s} {state}")
-        bad = [k for k, v in (info["health"] or {}).items() if isinstance(v, dict) and v.get("status") != "healthy"]
-        _say(f"health: {'no answer' if info['health'] is None else ('healthy' if not bad else 'unhealthy: ' + ', '.join(bad))}"
-             f" ({info['url']})")
-    running = [c for c in info["components"].values() if c["running"]]
-    return 0 if running and len(running) == len(info["components"]) and info["health"] else 3
+        bad = unhealthy(info["health"])
+        verdict = "no answer" if info["health"] is None else ("healthy" if not bad else f"unhealthy: {', '.join(bad)}")
+        _say(f"health: {verdict} ({info['url']})")
+    all_up = all(c["running"] for c in info["components"].values())
+    return 0 if all_up and not unhealthy(info["health"]) else 3
 
 
 def main(argv: list[str] | None = None) -> int:
