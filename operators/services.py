@@ -311,7 +311,7 @@ def up(cfg: ServiceConfig, log: Log, timeout_s: float = 180.0) -> dict[str, int]
         raise ServiceError(f"services already run on port {state['port']} (pids {sorted(running.values())}); "
                            f"run `npuflow airflow down` first")
     missing = [name for name in COMPONENTS if name not in running]
-    if missing and "api-server" in missing and not _port_free(cfg.port):
+    if "api-server" in missing and not _port_free(cfg.port):
         raise ServiceError(f"port {cfg.port} on 127.0.0.1 is already in use; pick another with --port")
     env = cfg.env()
     ensure_passwords(cfg.passwords_file, log)
