@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import time
 import urllib.parse
@@ -15,15 +14,9 @@ from typing import Any
 
 from operators.proc import marked_processes
 from operators.services import SERVICES_ENV, ServiceConfig, api, process_start_time, read_password, service_processes
-from tests.conftest import ROOT, VENV_BIN
+from tests.conftest import ROOT, VENV_BIN, free_port
 
 FINISHED = {"success", "failed"}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def quote(value: str) -> str:

@@ -7,7 +7,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -21,7 +20,7 @@ from operators.plan import Plan, build_plan
 from operators.proc import JOB_ENV, StageProcess, job_processes
 from operators.recipe import load_recipe, load_recipe_file
 from operators.stages.execute import StageFailed, execute_stage, job_marker
-from tests.conftest import ROOT, VENV_BIN
+from tests.conftest import ROOT, VENV_BIN, free_port
 
 YOLOR = "yolor_p6_coco"
 PPYOLOE = "ppyoloe_plus_crn_l_80e_coco"
@@ -131,12 +130,6 @@ def test_an_incomplete_newest_checkpoint_is_skipped_for_the_previous_one(tmp_pat
     assert _epochs(lines, r"Epoch:\[(\d+)\]") == [1, 2]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _two_nodes(plans: list[Plan], log_format: str) -> list[list[str]]:
     """Run each plan's train stage at once, as two nodes would; return each node's task log lines."""
     logs: list[list[str]] = [[], []]
@@ -162,7 +155,7 @@ def _digests(lines: list[str]) -> dict[str, str]:
 
 
 def test_two_torchrun_nodes_on_loopback_c10d_end_with_the_same_parameters(tmp_path: Path) -> None:
-    master = f"127.0.0.1:{_free_port()}"
+    master = f"127.0.0.1:{free_port()}"
     plans = [_prepared(_plan(tmp_path, YOLOR, {"epochs": 2, "nnodes": 2, "node_rank": r, "master": master,
                                                "rendezvous": "c10d"}, node=f"n{r}")) for r in (0, 1)]
     assert "--rdzv-endpoint" in plans[1].stage("train").argv
@@ -197,7 +190,7 @@ def test_two_paddle_nodes_on_loopback_with_a_master_end_with_the_same_parameters
     path = _ddp_recipe(tmp_path)
     monkeypatch.setenv("NPUFLOW_RECIPES_DIR", str(path.parent))
     recipe = load_recipe_file(path)
-    master = f"127.0.0.1:{_free_port()}"
+    master = f"127.0.0.1:{free_port()}"
     plans = []
     for r in (0, 1):
         plan = build_plan(recipe, {"nnodes": 2, "node_rank": r, "master": master}, run_id="t1",
