@@ -268,22 +268,28 @@ def job_processes(job: str) -> list[int]:
     return marked_processes(JOB_ENV, job)
 
 
-def stop_marked(var: str, value: str, grace_s: float = 10.0) -> tuple[list[int], list[int]]:
-    """SIGTERM every process marked ``var=value``, SIGKILL what is left after ``grace_s``.
-    Returns (the pids found, the pids still alive after SIGKILL)."""
-    pids = marked_processes(var, value)
+def stop_processes(find: Callable[[], list[int]], grace_s: float = 10.0) -> tuple[list[int], list[int]]:
+    """SIGTERM every process ``find()`` returns, SIGKILL what it still returns after ``grace_s``.
+    ``find`` is asked again each time, so processes that appear meanwhile are stopped too.
+    Returns (the pids found at first, the pids still alive after SIGKILL)."""
+    pids = find()
     for sig, wait in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
         if not pids:
             break
-        for pid in marked_processes(var, value):
+        for pid in find():
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
         deadline = time.monotonic() + wait
-        while time.monotonic() < deadline and marked_processes(var, value):
+        while time.monotonic() < deadline and find():
             time.sleep(0.2)
-        if not marked_processes(var, value):
+        if not find():
             return pids, []
-    return pids, marked_processes(var, value)
+    return pids, find()
+
+
+def stop_marked(var: str, value: str, grace_s: float = 10.0) -> tuple[list[int], list[int]]:
+    """Stop every process marked ``var=value`` (see :func:`stop_processes`)."""
+    return stop_processes(lambda: marked_processes(var, value), grace_s)
 
 
 def describe_exit(code: int) -> str:

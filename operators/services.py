@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from operators.proc import marked_processes, stop_marked
+from operators.proc import marked_processes, stop_processes
 from operators.recipe import PROJECT_ROOT
 
 Log = Callable[[str], None]
@@ -434,22 +434,13 @@ def down(cfg: ServiceConfig, log: Log, grace_s: float = 30.0) -> None:
     state = _read_state(cfg)
     before = service_processes(cfg)
     _stop_groups(cfg, state["components"], log, grace_s)
-    found, _ = stop_marked(SERVICES_ENV, str(cfg.state_dir), grace_s=10.0)
-    left = _still_alive(before)
-    if found or left:
-        log(f"stopping {len(set(found) | set(left))} process(es) outside the components' groups: "
-            f"{sorted(set(found) | set(left))}")
-    for sig, wait in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
-        if not left:
-            break
-        for pid in left:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, sig)
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline and _still_alive({p: before[p] for p in left}):
-            time.sleep(0.2)
-        left = _still_alive({p: before[p] for p in left})
-    survivors = sorted(set(_still_alive(before)) | set(marked_processes(SERVICES_ENV, str(cfg.state_dir))))
+
+    def leftovers() -> list[int]:  # orphans carrying the marker, and what of the snapshot still lives
+        return sorted(set(marked_processes(SERVICES_ENV, str(cfg.state_dir))) | set(_still_alive(before)))
+
+    found, survivors = stop_processes(leftovers, grace_s=10.0)
+    if found:
+        log(f"stopped process(es) outside the components' groups: {found}")
     if survivors:
         raise ServiceError(f"processes of the services survive SIGKILL: {survivors}")
     if cfg.state_dir.is_dir():
