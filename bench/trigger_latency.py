@@ -15,14 +15,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.parse
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -33,10 +30,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from operators.proc import JOB_ENV  # noqa: E402
-from operators.services import ServiceConfig, api, token_for  # noqa: E402
+from tests.airflow_services import start, stop  # noqa: E402  (the tests' helpers: up/down, REST client)
 
 TRIVIAL = "bench_trivial_two_task"
-BIN = Path(sys.executable).parent
 
 
 def first_process(match: Callable[[dict[str, str]], bool], timeout: float) -> float:
@@ -62,45 +58,19 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=5)
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="npuflow-bench-latency-"))
-    dags = tmp / "dags"
-    dags.mkdir()
-    shutil.copy(ROOT / "dags" / f"{args.dag}.py", dags)
-    shutil.copy(ROOT / "bench" / "dags" / "trivial_two_task.py", dags)
-    with __import__("socket").socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    env = {**os.environ, "AIRFLOW_HOME": str(tmp / "airflow"), "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
-           "NPUFLOW_RUNS_DIR": str(tmp / "runs"), "NPUFLOW_DEFAULT_PROFILE": "smoke", "PYTHONWARNINGS": "ignore"}
-    cfg = ServiceConfig(home=tmp / "airflow", port=port)
-    up = subprocess.run([str(BIN / "npuflow"), "airflow", "up", "--port", str(port)], env=env, text=True,
-                        capture_output=True)
+    s = start(tmp, project_dags=(args.dag,), extra_dags=(ROOT / "bench" / "dags" / "trivial_two_task.py",))
     try:
-        if up.returncode != 0:
-            raise SystemExit(f"npuflow airflow up failed:\n{up.stdout}{up.stderr}")
-        token = token_for(cfg, "admin")
-
-        def call(method: str, path: str, body: object = None) -> dict:
-            status, out = api(cfg, method, path, body, token=token)
-            if status not in (200, 201):
-                raise SystemExit(f"{method} {path}: HTTP {status} {out}")
-            return out
-
         for dag_id in (args.dag, TRIVIAL):
-            while api(cfg, "GET", f"/api/v2/dags/{dag_id}", token=token)[0] != 200:
-                time.sleep(0.5)
-            call("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": False})
+            s.unpause(dag_id)
 
         def trial(dag_id: str, conf: dict, match: Callable[[str], Callable[[dict[str, str]], bool]]) -> float:
             t0 = time.time()
-            run_id = call("POST", f"/api/v2/dags/{dag_id}/dagRuns", {"logical_date": None, "conf": conf})["dag_run_id"]
+            run_id = s.trigger(dag_id, conf)
             started = first_process(match(run_id), timeout=300)
-            path = f"/api/v2/dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id, safe='')}"
-            while (state := call("GET", path)["state"]) not in ("success", "failed"):
-                time.sleep(0.5)
-            if state != "success":
+            if (state := s.wait_run(dag_id, run_id)) != "success":
                 raise SystemExit(f"{dag_id} {run_id} {state}")
             # where the time went: each task's start and end (relative to the trigger) up to the process
-            tis = sorted(call("GET", f"{path}/taskInstances")["task_instances"], key=lambda t: t["start_date"] or "~")
+            tis = sorted(s.task_instances(dag_id, run_id).values(), key=lambda t: t["start_date"] or "~")
             parts = []
             for ti in tis:
                 begin, end = (datetime.fromisoformat(ti[k].replace("Z", "+00:00")).timestamp() - t0
@@ -118,7 +88,7 @@ def main() -> None:
             trivial.append(trial(TRIVIAL, {}, lambda run: lambda e: e.get("NPUFLOW_BENCH_RUN") == run))
             print(f"  trial {i + 1}: {args.dag} {ours[-1]:.2f} s, trivial {trivial[-1]:.2f} s", flush=True)
     finally:
-        subprocess.run([str(BIN / "npuflow"), "airflow", "down"], env=env, capture_output=True)
+        stop(s)
         shutil.rmtree(tmp, ignore_errors=True)
     mo, mt = statistics.median(ours), statistics.median(trivial)
     print(json.dumps({"dag": args.dag, "repeat": args.repeat, "ours_s": [round(x, 2) for x in ours],

@@ -123,11 +123,15 @@ def npuflow_airflow(env: dict[str, str], *args: str, timeout: float = 300.0) -> 
                           timeout=timeout, stdin=subprocess.DEVNULL, check=False)
 
 
-def start(root: Path, *, extra_dags: tuple[Path, ...] = (), parallelism: int = 4) -> Services:
-    """``npuflow airflow up`` in ``root`` with a dags folder holding the project's DAG files (+ extras)."""
+def start(root: Path, *, extra_dags: tuple[Path, ...] = (), parallelism: int = 4,
+          project_dags: tuple[str, ...] | None = None) -> Services:
+    """``npuflow airflow up`` in ``root`` with a dags folder holding the project's DAG files (all, or the ids in
+    ``project_dags``) and ``extra_dags``. Also used by bench/trigger_latency.py."""
     dags = root / "dags"
     dags.mkdir(parents=True)
-    for src in [*sorted((ROOT / "dags").glob("*.py")), *extra_dags]:
+    project = sorted((ROOT / "dags").glob("*.py")) if project_dags is None else \
+        [ROOT / "dags" / f"{dag_id}.py" for dag_id in project_dags]
+    for src in [*project, *extra_dags]:
         shutil.copy(src, dags / src.name)
     port = free_port()
     env = {**os.environ, "AIRFLOW_HOME": str(root / "airflow"), "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
