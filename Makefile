@@ -77,5 +77,8 @@ lock:
 	/tmp/npuflow-lock/bin/pip check
 	# cityscapesscripts declares the py2-only "typing" backport: install it and its real imports without deps.
 	/tmp/npuflow-lock/bin/pip install -q --no-deps cityscapesscripts==2.3.0 pyquaternion==0.9.9
+	# paddleslim pins opencv-python==4.6.0.66 against ppdet's <=4.6.0 (ResolutionImpossible in one step, FACTS);
+	# it runs with the resolved opencv. Its real import beyond the set is pyzmq (swig is a build tool).
+	/tmp/npuflow-lock/bin/pip install -q --no-deps paddleslim==2.6.0 pyzmq
 	{ sed -n '/^[^#]/q;p' requirements/lock.txt; /tmp/npuflow-lock/bin/pip freeze --all | grep -v -E '^(-e|pip==)'; } > requirements/lock.new
 	mv requirements/lock.new requirements/lock.txt

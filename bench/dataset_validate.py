@@ -28,8 +28,8 @@ CHILD = {
     "pycocotools": "from pycocotools.coco import COCO\nCOCO(PATH)\n",
     "npuflow": (
         "from pathlib import Path\n"
-        "from operators.datasets.coco import check_instances, load_json\n"
-        "from operators.datasets.findings import Findings\n"
+        "from npuflow.datasets.coco import check_instances, load_json\n"
+        "from npuflow.datasets.findings import Findings\n"
         "found = Findings()\n"
         "check_instances(load_json(Path(PATH)), 'train2017', found,\n"
         "                {'images': {'train2017': IMAGES}, 'categories': 80, 'category_ids': [1, 90]})\n"

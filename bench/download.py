@@ -3,7 +3,7 @@
     .venv/bin/python bench/download.py [--mib 1024] [--repeat 3] [--link-mib-s 200]
 
 Serves a random file from tests/fileserver.py on 127.0.0.1 and fetches it alternately with
-``curl -s -o`` and with ``operators.datasets.download.download`` (which also computes and checks the MD5 while
+``curl -s -o`` and with ``npuflow.datasets.download.download`` (which also computes and checks the MD5 while
 streaming and writes the verified marker; curl does neither). Prints MiB/s of each (median) and the ratio;
 the goal is >= 0.9. Unthrottled on loopback the downloader is bound by MD5 (~700 MiB/s on one core) and, on a
 2-core machine, by sharing the cores with the server; ``--link-mib-s`` shows the ratio at a network's rate.
@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from operators.datasets.download import Archive, download, marker_path  # noqa: E402
+from npuflow.datasets.download import Archive, download, marker_path  # noqa: E402
 
 # The server runs in its own process, as curl does: in this process it would compete for the GIL with the
 # downloader being measured.

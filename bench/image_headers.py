@@ -19,9 +19,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from operators.datasets.coco import check_image_files  # noqa: E402
-from operators.datasets.findings import Findings  # noqa: E402
-from operators.datasets.imageheader import image_size  # noqa: E402
+from npuflow.datasets.coco import check_image_files  # noqa: E402
+from npuflow.datasets.findings import Findings  # noqa: E402
+from npuflow.datasets.imageheader import image_size  # noqa: E402
 
 
 def generate(folder: Path, n: int) -> dict[int, dict]:

@@ -22,8 +22,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from operators.logparse import parser_for  # noqa: E402
-from operators.proc import StageProcess  # noqa: E402
+from npuflow.logparse import parser_for  # noqa: E402
+from npuflow.proc import StageProcess  # noqa: E402
 
 CHILD = "import sys\nw = sys.stdout.write\nfor i in range({n}):\n    w(f'Epoch: [0] [{{i}}/{n}] loss: 0.5\\n')\n"
 

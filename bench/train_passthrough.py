@@ -22,10 +22,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from operators.logparse import parser_for  # noqa: E402
-from operators.plan import build_plan  # noqa: E402
-from operators.recipe import load_recipe  # noqa: E402
-from operators.stages.execute import execute_stage  # noqa: E402
+from npuflow.execute import execute_stage  # noqa: E402
+from npuflow.logparse import parser_for  # noqa: E402
+from npuflow.plan import build_plan  # noqa: E402
+from npuflow.recipe import load_recipe  # noqa: E402
 
 
 def steady_ips(lines: list[str], log_format: str) -> float:

@@ -29,7 +29,7 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from operators.proc import JOB_ENV  # noqa: E402
+from npuflow.proc import JOB_ENV  # noqa: E402
 from tests.airflow_services import start, stop  # noqa: E402  (the tests' helpers: up/down, REST client)
 
 TRIVIAL = "bench_trivial_two_task"

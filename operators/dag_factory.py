@@ -7,10 +7,11 @@ from datetime import timedelta
 from typing import Any
 
 from airflow.sdk import DAG, Asset, CronTriggerTimetable, Param
+from npuflow.operators.stage import RecipeStageOperator
 
-from operators.plan import PARAMS, device_pool
-from operators.recipe import Recipe, load_recipe
-from operators.stage_operators import OPERATOR_FOR_KIND
+from npuflow.kinds import kind
+from npuflow.plan import PARAMS, device_pool
+from npuflow.recipe import Recipe, load_recipe
 
 
 def model_asset(dag_id: str, name: str) -> Asset:
@@ -58,7 +59,8 @@ def build_dag(dag_id: str) -> DAG:
            f"Recipe: `recipes/{dag_id}.yaml` (toolkit {data['toolkit']['name']} @ {data['toolkit']['ref']}). "
            f"See what a trigger will run with `npuflow plan {dag_id} --profile <profile>`.", "",
            "| stage | what it does |", "| --- | --- |"]
-    doc += [f"| {name} | {spec.get('description', '')} |" for name, spec in recipe.stages.items()]
+    doc += [f"| {name} | {spec.get('description') or kind(spec['kind']).description} |"
+            for name, spec in recipe.stages.items()]
     with DAG(
         dag_id=dag_id,
         description=data["title"],
@@ -70,23 +72,23 @@ def build_dag(dag_id: str) -> DAG:
         params=dag_params(recipe),
         default_args={"owner": "ml-platform", "retries": 0},
     ) as dag:
-        previous = None
-        for name, spec in recipe.stages.items():
+        tasks = {}
+        for name in recipe.order:  # every stage after the stages it needs: the DAG follows the needs edges
+            spec = recipe.stages[name]
             extra: dict[str, Any] = {}
-            if spec["kind"] == "train":
+            if kind(spec["kind"]).holds_cards:
                 # Slots = the cards the deployment's default profile uses; see docs/architecture.md.
                 extra.update(pool=device_pool(default_device["kind"]), pool_slots=default_device["count"])
-            if "retries" in spec:  # a retried train stage resumes from its newest complete checkpoint
+            if "retries" in spec:  # a retried card-holding stage resumes from its newest complete checkpoint
                 extra.update(retries=spec["retries"], retry_delay=timedelta(seconds=spec.get("retry_delay_seconds", 60)))
             if spec.get("assets"):
-                extra["outlets"] = [model_asset(dag_id, name) for name in spec["assets"]]
+                extra["outlets"] = [model_asset(dag_id, asset) for asset in spec["assets"]]
             if "execution_timeout_minutes" in spec:
                 extra["execution_timeout"] = timedelta(minutes=spec["execution_timeout_minutes"])
-            task = OPERATOR_FOR_KIND[spec["kind"]](
-                task_id=name, recipe_id=dag_id, stage=name, doc_md=spec.get("description"),
-                trigger_rule="none_failed", **extra,
+            tasks[name] = RecipeStageOperator(
+                task_id=name, recipe_id=dag_id, stage=name, stage_kind=spec["kind"],
+                doc_md=spec.get("description") or kind(spec["kind"]).description, trigger_rule="none_failed", **extra,
             )
-            if previous is not None:
-                previous >> task
-            previous = task
+            for need in spec.get("needs", []):
+                tasks[need] >> tasks[name]
     return dag

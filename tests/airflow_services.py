@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from operators.proc import marked_processes
-from operators.services import SERVICES_ENV, ServiceConfig, api, process_start_time, read_password, service_processes
+from npuflow.proc import marked_processes
+from npuflow.services import SERVICES_ENV, ServiceConfig, api, process_start_time, read_password, service_processes
 from tests.conftest import ROOT, VENV_BIN, free_port
 
 FINISHED = {"success", "failed"}

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from operators.datasets.archive import UnsafeArchive, extract
+from npuflow.datasets.archive import UnsafeArchive, extract
 
 
 def _zip(path: Path, entries: list[tuple[str, bytes]], symlinks: list[tuple[str, str]] = ()) -> Path:

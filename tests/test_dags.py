@@ -30,6 +30,7 @@ for dag_id, dag in bag.dags.items():
                                                                       for k in dag.params},
         "profile_default": dag.params["profile"],
         "tasks": [(t.task_id, type(t).__name__, t.pool, t.pool_slots, t.trigger_rule) for t in dag.topological_sort()],
+        "upstream": {t.task_id: sorted(t.upstream_task_ids) for t in dag.tasks},
     }
 print(json.dumps(out))
 """
@@ -68,14 +69,14 @@ def test_dag_shape(loaded: dict, dag_id: str) -> None:
     tasks = {t[0]: t for t in dag["tasks"]}
     assert next(iter(tasks)) == "prepare_dataset" and list(tasks)[-1] == "report"
     _, operator, pool, slots, _ = tasks["train"]
-    assert operator == "DistributedTrainOperator"
+    assert operator == "RecipeStageOperator"
     assert pool == "npu_devices" and slots in (4, 8)
 
 
 @pytest.mark.parametrize("dag_id", sorted(EXPECTED_DAGS))
 def test_nightly_schedule_waits_for_the_next_night(loaded: dict, dag_id: str) -> None:
     """Unpausing must not start last night's run at once: no start date, run_immediately off, recipe's cron."""
-    from operators.recipe import load_recipe
+    from npuflow.recipe import load_recipe
 
     dag = loaded["dags"][dag_id]
     assert dag["timetable"] == {"type": "CronTriggerTimetable", "cron": load_recipe(dag_id).data["schedule"],
@@ -108,3 +109,17 @@ def test_airflow_cli_lists_the_dags_and_no_import_errors(airflow_env: dict) -> N
     errors = subprocess.run([airflow, "dags", "list-import-errors", "-o", "json"], env=airflow_env,
                             capture_output=True, text=True)
     assert errors.returncode == 0, errors.stdout + errors.stderr
+
+
+@pytest.mark.parametrize("dag_id", ["picodet_s_416_coco_npu_qat", "ppyoloe_plus_crn_l_80e_coco"])
+def test_the_dag_follows_the_needs_edges_fan_out_and_fan_in(loaded: dict, dag_id: str) -> None:
+    """Not a chain: the export fans out to the FP32 benchmark and the compression; the report joins both."""
+    up = loaded["dags"][dag_id]["upstream"]
+    assert up["benchmark_fp32"] == ["export", "prepare_dataset"]
+    assert up["compress"] == ["export", "prepare_dataset"]
+    assert up["benchmark_int8"] == ["compress", "prepare_dataset"]
+    assert up["eval_int8"] == ["compress", "prepare_dataset"]
+    assert up["report"] == ["benchmark_fp32", "benchmark_int8", "eval_int8"]
+    tasks = {t[0]: t for t in loaded["dags"][dag_id]["tasks"]}
+    # Only the stages that hold cards take slots of the device pool.
+    assert {name for name, t in tasks.items() if t[2] == "npu_devices"} == {"train", "compress"}

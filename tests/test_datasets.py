@@ -10,13 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from operators.cli import main as cli_main
-from operators.datasets.faults import CATALOGUE, CLEAN, SPLITS, Fault, edit_instances
-from operators.datasets.imageheader import ImageHeaderError, image_size
-from operators.datasets.prepare import prepare
-from operators.datasets.validate import validate
-from operators.plan import dataset_expectations
-from operators.recipe import load_dataset_spec
+from npuflow.cli import main as cli_main
+from npuflow.datasets.faults import CATALOGUE, CLEAN, SPLITS, Fault, edit_instances
+from npuflow.datasets.imageheader import ImageHeaderError, image_size
+from npuflow.datasets.prepare import prepare
+from npuflow.datasets.validate import validate
+from npuflow.errors import EXIT_NOT_RETRYABLE
+from npuflow.plan import dataset_expectations
+from npuflow.recipe import load_dataset_spec
 
 
 @pytest.fixture(scope="session")
@@ -73,7 +74,7 @@ def test_validate_dataset_names_every_fault_of_the_catalogue(clean_sets: dict[st
     root = _copy(clean_sets, fault.format, tmp_path)
     fault.inject(root)
     code, out = _validate_cli(fault.format, root, capsys)
-    assert code == 1, out
+    assert code == EXIT_NOT_RETRYABLE, out
     assert "dataset is not usable: " in out and fault.detected_as in out, out
 
 
@@ -88,7 +89,7 @@ def test_generated_coco_is_real(coco: Path) -> None:
 def test_cityscapes_train_ids_come_from_cityscapesscripts(clean_sets: dict[str, Path]) -> None:
     from PIL import Image
 
-    from operators.datasets.cityscapes import label_values
+    from npuflow.datasets.cityscapes import label_values
 
     root = clean_sets["cityscapes"]
     label = sorted((root / "gtFine" / "train").glob("*/*_labelTrainIds.png"))[0]
@@ -103,7 +104,7 @@ def test_cityscapes_train_ids_come_from_cityscapesscripts(clean_sets: dict[str, 
 
 
 def test_coco_to_yolo_labels(clean_sets: dict[str, Path]) -> None:
-    from operators.datasets.yolo import label_path
+    from npuflow.datasets.yolo import label_path
 
     root = clean_sets["yolo"]
     data = json.loads((root / "annotations" / "instances_train2017.json").read_text())
@@ -122,7 +123,7 @@ def test_coco_to_yolo_labels(clean_sets: dict[str, Path]) -> None:
 
 
 def test_crowd_boxes_are_skipped_by_the_converter(coco: Path) -> None:
-    from operators.datasets.derive import coco_to_yolo
+    from npuflow.datasets.derive import coco_to_yolo
 
     edit_instances(coco, "val2017", lambda d: [a.update(iscrowd=1) for a in d["annotations"]])
     result = coco_to_yolo(coco, ["val2017"], log=lambda _: None)
@@ -154,12 +155,12 @@ def test_png_header(tmp_path: Path) -> None:
 
 
 def test_cli_exit_status_and_report(coco: Path, tmp_path: Path) -> None:
-    cmd = [sys.executable, "-m", "operators.cli", "validate-dataset", "coco", str(coco), "--split", "val2017",
+    cmd = [sys.executable, "-m", "npuflow.cli", "validate-dataset", "coco", str(coco), "--split", "val2017",
            "--report", str(tmp_path / "r.json")]
     assert subprocess.run(cmd, capture_output=True).returncode == 0
     edit_instances(coco, "val2017", lambda d: d["annotations"][0].update(category_id=2))
     proc = subprocess.run(cmd, capture_output=True, text=True)
-    assert proc.returncode == 1
+    assert proc.returncode == EXIT_NOT_RETRYABLE
     assert "annotation_unknown_category" in proc.stderr
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["errors"]["annotation_unknown_category"]["count"] == 1
@@ -173,7 +174,7 @@ def test_validation_stage_runs_under_python_3_9(coco: Path) -> None:
     """Stage modules run under the toolkit's interpreter; the seeds' paddle-npu image ships Python 3.9."""
     from tests.conftest import ROOT
 
-    proc = subprocess.run([str(PY39), "-m", "operators.datasets.validate", "coco", str(coco), "--split", "val2017"],
+    proc = subprocess.run([str(PY39), "-m", "npuflow.datasets.validate", "coco", str(coco), "--split", "val2017"],
                           capture_output=True, text=True, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
     assert proc.returncode == 0, proc.stderr
     assert "dataset is clean" in proc.stdout

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from operators.datasets.download import CHUNK, Archive, DownloadError, download, form_login, marker_path, verified
+from npuflow.datasets.download import CHUNK, Archive, DownloadError, download, form_login, marker_path, verified
 from tests.fileserver import FileServer
 
 SIZE = 3 * (1 << 20) + 12345

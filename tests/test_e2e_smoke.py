@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from operators.recipe import list_recipes, load_recipe
+from npuflow.recipe import list_recipes, load_recipe
 from tests.conftest import VENV_BIN
 
 DAG = "ppyoloe_plus_crn_l_80e_coco"
@@ -40,8 +40,8 @@ def test_smoke_dag_runs_end_to_end(airflow_env: dict, dag_id: str) -> None:
     assert all(stage["ok"] for stage in report["stages"].values())
 
     recipe = load_recipe(dag_id)
-    kinds = {spec["kind"] for spec in recipe.stages.values()}
-    train = report["train"]
+    kinds = {name: spec["kind"] for name, spec in recipe.stages.items()}
+    train = report["train"]["train"]["metrics"]
     assert train["world_size"] == 2 and train["train_steps"] > 0
     assert train["losses_finite"] and all(math.isfinite(v) for v in train["last_losses"].values())
     metrics = [json.loads(line) for line in (run / "train" / "metrics.jsonl").read_text().splitlines()]
@@ -53,19 +53,39 @@ def test_smoke_dag_runs_end_to_end(airflow_env: dict, dag_id: str) -> None:
     else:  # torchrun --log-dir: <id>/attempt_0/<local_rank>/stdout.log
         assert len(list((run / "train" / "log").glob("*/attempt_0/1/stdout.log"))) == 1
 
-    if "export" in kinds:
-        export = {Path(p).name for p in report["export"].values()}
+    if "export" in kinds.values():
+        export = {Path(p).name for p in report["models"]["export"]["files"].values()}
         assert "model.pdiparams" in export and "infer_cfg.yml" in export
         assert export & {"model.pdmodel", "model.json"}
-        for path in report["export"].values():
+        for path in report["models"]["export"]["files"].values():
             assert Path(path).stat().st_size > 0
-    if "benchmark" in kinds:
-        bench = report["benchmark"]
+    for name in (n for n, k in kinds.items() if k == "benchmark"):
+        bench = report["benchmarks"][name]
         lat = bench["latency_ms"]
         assert 0 < lat["p50"] <= lat["p90"] <= lat["p99"]
-        assert bench["throughput_ips"] > 0 and bench["iters"] == 20
-        assert 0.0 <= bench["coco"]["map"] <= 1.0 and bench["coco"]["detections"] > 0
+        assert bench["throughput_ips"] > 0 and bench["settings"]["iters"] == 20
+        assert 0.0 <= bench["accuracy"]["map"] <= 1.0 and bench["accuracy"]["detections"] > 0
+    if "compress" in kinds.values():
+        _check_compression(run, report)
     assert (run / "report.md").read_text().startswith(f"# {load_recipe(dag_id).data['title']}")
+
+
+def _check_compression(run: Path, report: dict) -> None:
+    """The INT8 model is really quantized, benchmarked like the FP32 one, and the report compares the two."""
+    int8 = report["models"]["compress"]
+    assert int8["precision"] == "int8" and int8["source"] == "export" and int8["quantize_ops"] > 0
+    assert Path(int8["files"]["infer_cfg"]).read_text() == Path(report["models"]["export"]["files"]["infer_cfg"]).read_text()
+    fp32_bench, int8_bench = report["benchmarks"]["benchmark_fp32"], report["benchmarks"]["benchmark_int8"]
+    assert fp32_bench["settings"]["quantize_ops"] == 0 and int8_bench["settings"]["quantize_ops"] > 0
+    assert {k: v for k, v in fp32_bench["settings"].items() if k != "quantize_ops"} == \
+        {k: v for k, v in int8_bench["settings"].items() if k != "quantize_ops"}  # same program, data, settings
+    rows = {r["stage"]: r for r in report["model_comparison"]}
+    assert rows["benchmark_fp32"]["precision"] == "fp32" and rows["benchmark_int8"]["precision"] == "int8"
+    assert "latency_p50_ratio" in rows["benchmark_int8"]["delta"]
+    assert 0.0 <= report["measured"]["eval_int8.bbox_map"] <= 100.0  # the toolkit's eval.py on the INT8 model
+    md = (run / "report.md").read_text()
+    assert "| export | fp32 |" in md and "| compress | int8 |" in md and "| compress vs FP32 |" in md
+    assert (run / "compress" / Path(int8["files"]["model"]).parent.name).is_dir()
 
 
 def test_bad_param_is_refused_before_the_run(airflow_env: dict) -> None:

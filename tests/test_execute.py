@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from operators.plan import build_plan
-from operators.recipe import load_recipe
-from operators.rundir import read_stage_result
-from operators.stages.execute import StageFailed, execute_stage
+from npuflow.errors import StageFailed, StageRefused
+from npuflow.execute import execute_stage
+from npuflow.plan import build_plan
+from npuflow.recipe import load_recipe
+from npuflow.rundir import read_stage_result
 from tests.conftest import ROOT
 
 TRAIN_LINE = ("Epoch: [0] [0/1] learning_rate: 0.001 loss: {loss} loss_cls: 0.5 eta: 0:00:01 batch_cost: 0.1 "
@@ -30,20 +31,17 @@ def _recipe(tmp_path: Path, monkeypatch, *, loss: str = "1.5", code: int = 0, wr
     recipe = {
         "dag_id": "toy", "title": "toy", "tutorial": "none", "schedule": None,
         "toolkit": {"name": "t", "repository": "r", "ref": "x"},
-        "dataset": {"spec": "coco2017"},
+        "dataset": {"spec": "coco2017", "root": "{run_dir}/dataset"},
         "log_format": "ppdet", "published": {}, "default_profile": "cpu",
-        "vars": {"python": "{interpreter}", "root": "{run_dir}/dataset"},
+        "vars": {"python": "{interpreter}"},
         "profiles": {"cpu": {"description": "d", "device": {"kind": "cpu", "count": 1},
                              "dataset_source": {"kind": "synthetic", "images": {"train2017": 2, "val2017": 1},
                                                 "categories": 2, "image_size": [64, 64]}}},
         "stages": {
-            "prepare_dataset": {"kind": "prepare_dataset", "cwd": "{run_dir}", "env": {"PYTHONPATH": "{project_root}"},
-                                "argv": ["{python}", "-m", "operators.datasets.prepare", "--spec", "coco2017", "--root",
-                                         "{root}", "--source", "{dataset_source}", "--out", "{stage_dir}/dataset.json"]},
-            "validate_dataset": {"kind": "validate_dataset", "cwd": "{run_dir}", "env": {"PYTHONPATH": "{project_root}"},
-                                 "argv": ["{python}", "-m", "operators.datasets.validate", "coco", "{root}", "--split",
-                                          "train2017", "--report", "{stage_dir}/validation.json"]},
-            "train": {"kind": "train", "cwd": "{stage_dir}", "outputs": {"best_model": "out/best.pdparams"},
+            "prepare_dataset": {"kind": "prepare_dataset"},
+            "validate_dataset": {"kind": "validate_dataset", "needs": ["prepare_dataset"]},
+            "train": {"kind": "train", "needs": ["validate_dataset"], "cwd": "{stage_dir}",
+                      "outputs": {"best_model": "out/best.pdparams"},
                       "argv": ["{python}", "-c", TRAINER.format(line=TRAIN_LINE.format(loss=loss), code=code,
                                                                 write=write)]},
         },
@@ -87,7 +85,7 @@ def test_nan_loss_fails_the_stage(tmp_path: Path, monkeypatch) -> None:
     plan = _recipe(tmp_path, monkeypatch, loss="nan")
     _run(plan, "prepare_dataset")
     _run(plan, "validate_dataset")
-    with pytest.raises(StageFailed, match="non-finite loss"):
+    with pytest.raises(StageRefused, match="non-finite loss"):
         _run(plan, "train")
 
 
@@ -95,7 +93,7 @@ def test_missing_output_fails_even_on_exit_0(tmp_path: Path, monkeypatch) -> Non
     plan = _recipe(tmp_path, monkeypatch, write=False)
     _run(plan, "prepare_dataset")
     _run(plan, "validate_dataset")
-    with pytest.raises(StageFailed, match=r"left no best_model \(out/best.pdparams\)"):
+    with pytest.raises(StageRefused, match=r"left no best_model \(out/best.pdparams\)"):
         _run(plan, "train")
 
 
@@ -103,17 +101,17 @@ def test_training_refuses_a_dataset_that_failed_validation(tmp_path: Path, monke
     plan = _recipe(tmp_path, monkeypatch)
     _run(plan, "prepare_dataset")
     next(Path(plan.run_dir, "dataset", "train2017").glob("*.jpg")).unlink()
-    with pytest.raises(StageFailed, match="missing_image_file"):
+    with pytest.raises(StageRefused, match="missing_image_file"):
         _run(plan, "validate_dataset")
-    with pytest.raises(StageFailed, match="refusing to start on a dataset that failed validation: "
-                                          "dataset problems: missing_image_file x1"):
+    with pytest.raises(StageRefused, match="cannot start, validate_dataset did not succeed: "
+                                           "dataset problems: missing_image_file x1"):
         _run(plan, "train")
     assert not (Path(plan.stage("train").stage_dir) / "stage.log").exists()  # no trainer was started
 
 
 def test_training_needs_a_validation_result_when_validation_is_selected(tmp_path: Path, monkeypatch) -> None:
     plan = _recipe(tmp_path, monkeypatch)
-    with pytest.raises(StageFailed, match="has no result"):
+    with pytest.raises(StageRefused, match="has no result"):
         _run(plan, "train")
 
 
@@ -124,7 +122,7 @@ def test_declared_output_missing_is_named_before_reading_it(tmp_path: Path, monk
     stage = plan.stage("prepare_dataset")
     stage.argv = [stage.argv[0], "-c", "pass"]
     stage.outputs = {"dataset": [f"{stage.stage_dir}/dataset.json"]}
-    with pytest.raises(StageFailed, match="left no dataset"):
+    with pytest.raises(StageRefused, match="left no dataset"):
         _run(plan, "prepare_dataset")
 
 

@@ -6,8 +6,8 @@ import os
 import time
 from pathlib import Path
 
-from operators.failures import find_failing_rank, torchrun_root_cause
-from operators.proc import RankExit
+from npuflow.failures import find_failing_rank, torchrun_root_cause
+from npuflow.proc import RankExit
 
 # The end of a real torchrun 2.13 run in which rank 1 was SIGKILLed (torchrun then SIGTERMs rank 0).
 TORCHRUN_SUMMARY = """\

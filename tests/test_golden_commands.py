@@ -10,8 +10,8 @@ import shlex
 
 import pytest
 
-from operators.plan import build_plan
-from operators.recipe import load_recipe
+from npuflow.plan import build_plan
+from npuflow.recipe import load_recipe
 
 NPU_FLAGS = {"FLAGS_npu_jit_compile": "0", "FLAGS_use_stride_kernel": "0"}
 # Adapted everywhere paddle.distributed.launch runs on NPUs: the seeds rely on the paddle-npu image having

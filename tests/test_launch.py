@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from operators.launch import device_env, job_id, launch_argv
-from operators.plan import PlanError, build_plan
-from operators.recipe import load_recipe
+from npuflow.launch import device_env, job_id, launch_argv
+from npuflow.plan import PlanError, build_plan
+from npuflow.recipe import load_recipe
 
 
 def _device(kind: str = "npu", count: int = 4, nnodes: int = 1, node_rank: int = 0, master: str | None = None,

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from operators.logparse import MetricsSummary, parse_eta, parse_paddleseg_line, parse_ppdet_line, parser_for
+from npuflow.logparse import MetricsSummary, parse_eta, parse_paddleseg_line, parse_ppdet_line, parser_for
 
 # Printed by ppdet 2.6.0 (rank 0) in this project's smoke run.
 PPDET_TRAIN = ("[11/23 20:25:26] ppdet.engine INFO: Epoch: [1] [2/3] learning_rate: 0.001223 loss: 3.545623 "

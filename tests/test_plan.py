@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from operators.plan import PlanError, build_plan
-from operators.recipe import RecipeError, load_recipe
+from npuflow.plan import PlanError, build_plan
+from npuflow.recipe import RecipeError, load_recipe
 
 PPYOLOE = "ppyoloe_plus_crn_l_80e_coco"
 
@@ -98,7 +98,7 @@ def test_variable_loops_are_reported(tmp_path: Path, monkeypatch) -> None:
     data = yaml.safe_load(Path(load_recipe(PPYOLOE).path).read_text())
     data["vars"]["a"] = "{b}"
     data["vars"]["b"] = "{a}"
-    data["stages"]["report"]["argv"].append("{a}")
+    data["stages"]["export"]["argv"].append("{a}")
     (tmp_path / f"{PPYOLOE}.yaml").write_text(yaml.safe_dump(data))
     (tmp_path / "datasets").symlink_to(Path(load_recipe(PPYOLOE).path).parent / "datasets")
     monkeypatch.setenv("NPUFLOW_RECIPES_DIR", str(tmp_path))
@@ -107,17 +107,18 @@ def test_variable_loops_are_reported(tmp_path: Path, monkeypatch) -> None:
 
 
 def test_cli_plan_prints_the_stages_as_json() -> None:
-    out = subprocess.run([sys.executable, "-m", "operators.cli", "plan", PPYOLOE, "--profile", "production"],
+    out = subprocess.run([sys.executable, "-m", "npuflow.cli", "plan", PPYOLOE, "--profile", "production"],
                          capture_output=True, text=True, check=True).stdout
     stages = json.loads(out)["stages"]
-    assert [s["name"] for s in stages] == ["prepare_dataset", "validate_dataset", "train", "export", "benchmark",
-                                           "report"]
-    assert set(stages[2]) == {"name", "argv", "env", "cwd", "resume", "free_disk"}
+    assert [s["name"] for s in stages] == ["prepare_dataset", "validate_dataset", "train", "export", "benchmark_fp32",
+                                           "compress", "eval_int8", "benchmark_int8", "report"]
+    assert set(stages[2]) == {"name", "kind", "needs", "argv", "env", "cwd", "resume", "free_disk"}
+    assert stages[2]["needs"] == ["validate_dataset"] and stages[5]["needs"] == ["export", "prepare_dataset"]
     assert stages[2]["resume"]["argv"] == ["-r", "{checkpoint_stem}"]  # filled once a checkpoint is chosen
 
 
 def test_cli_plan_refuses_a_bad_value_with_exit_2() -> None:
-    proc = subprocess.run([sys.executable, "-m", "operators.cli", "plan", PPYOLOE, "--set", "epochs=-1"],
+    proc = subprocess.run([sys.executable, "-m", "npuflow.cli", "plan", PPYOLOE, "--set", "epochs=-1"],
                           capture_output=True, text=True)
     assert proc.returncode == 2
     assert "epochs" in proc.stderr
@@ -133,7 +134,7 @@ def test_cli_plan_refuses_a_bad_value_with_exit_2() -> None:
     ],
 )
 def test_device_claim_against_the_pool(recipe, params: dict, pool: str, slots: int, refused: bool) -> None:
-    from operators.plan import device_claim_error
+    from npuflow.plan import device_claim_error
 
     error = device_claim_error(build_plan(recipe, params, run_id="t").device, pool, slots)
     assert (error is not None) == refused

@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from operators.plan import build_plan
-from operators.preflight import PreflightError, check_devices, check_free_disk, stop_leftovers
-from operators.proc import JOB_ENV
-from operators.recipe import load_recipe
-from operators.stages.execute import StageFailed, execute_stage
+from npuflow.errors import StageRefused
+from npuflow.execute import execute_stage
+from npuflow.plan import build_plan
+from npuflow.preflight import PreflightError, check_devices, check_free_disk, stop_leftovers
+from npuflow.proc import JOB_ENV
+from npuflow.recipe import load_recipe
 from tests.test_execute import _recipe
 
 # What `npu-smi info -l` and `npu-smi info` print on an Ascend host (4 cards, a python process on NPU 2).
@@ -96,7 +97,7 @@ def test_too_many_cpu_processes_fail_the_train_stage_before_it_starts(tmp_path: 
         execute_stage(plan, plan.stage(name), log=lambda _: None, log_format="ppdet")
     plan = build_plan(load_recipe("toy"), {"device_count": 64}, run_id="r1", runs_root=tmp_path / "runs")
     started = time.monotonic()
-    with pytest.raises(StageFailed, match=r"preflight: the job asks for 64 CPU processes but this host lets it use"):
+    with pytest.raises(StageRefused, match=r"preflight: the job asks for 64 CPU processes but this host lets it use"):
         execute_stage(plan, plan.stage("train"), log=lambda _: None, log_format="ppdet")
     assert time.monotonic() - started < 10
     assert not (Path(plan.stage("train").stage_dir) / "stage.log").exists()  # nothing was started

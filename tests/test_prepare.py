@@ -12,11 +12,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from operators.datasets.faults import CLEAN
-from operators.datasets.prepare import PASSWORD_ENV, USER_ENV, PrepareError, prepare
-from operators.datasets.validate import validate
-from operators.plan import dataset_expectations
-from operators.recipe import PROJECT_ROOT, load_dataset_spec
+from npuflow.datasets.faults import CLEAN
+from npuflow.datasets.prepare import PASSWORD_ENV, USER_ENV, PrepareError, prepare
+from npuflow.datasets.validate import validate
+from npuflow.errors import EXIT_NOT_RETRYABLE
+from npuflow.plan import dataset_expectations
+from npuflow.recipe import PROJECT_ROOT, load_dataset_spec
 from tests.fileserver import FileServer
 
 
@@ -121,7 +122,7 @@ def test_local_source_writes_nothing_and_names_a_missing_root(tmp_path: Path) ->
 
 def test_prepare_cli_reports_a_bad_archive_and_keeps_good_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                                 capsys: pytest.CaptureFixture[str]) -> None:
-    from operators.datasets.prepare import main
+    from npuflow.datasets.prepare import main
 
     source = CLEAN["coco"]["source"]
     www = _coco_archives(tmp_path, source)
@@ -132,7 +133,7 @@ def test_prepare_cli_reports_a_bad_archive_and_keeps_good_files(tmp_path: Path, 
         root = tmp_path / "coco"
         code = main(["--spec", "coco2017", "--root", str(root), "--source", json.dumps({"kind": "download"}),
                      "--out", str(tmp_path / "out.json")])
-    assert code == 1
+    assert code == EXIT_NOT_RETRYABLE  # a broken archive is broken on every try
     assert "train2017.zip" in capsys.readouterr().err
     assert (root / "val2017").is_dir() and (root / "annotations").is_dir()  # extracted before the bad one: kept
     assert not (root / "train2017").exists() and not (tmp_path / "out.json").exists()

@@ -8,7 +8,7 @@ import threading
 import time
 from pathlib import Path
 
-from operators.proc import StageProcess, describe_exit
+from npuflow.proc import StageProcess, describe_exit
 
 # A launcher-like child: forks two grandchildren that would outlive it, prints their pids, then waits.
 SPAWNER = """

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from operators.recipe import RecipeError, list_recipes, load_recipe, load_recipe_file, recipes_dir
+from npuflow.recipe import RecipeError, list_recipes, load_recipe, load_recipe_file, recipes_dir
 
 EXPECTED_DAGS = {
     "ppyoloe_plus_crn_l_80e_coco",
@@ -57,9 +57,26 @@ _DELETE = object()
                      id="zero-cards"),
         pytest.param(["stages", "train", "kind"], "deploy", "stages.train.kind", id="unknown-stage-kind"),
         pytest.param(["default_profile"], "nightly", "default_profile", id="default-profile-missing"),
-        pytest.param(["stages", "export", "kind"], "train", "each kind may appear once", id="two-train-stages"),
+        pytest.param(["stages", "train", "needs"], ["nope"], "stages.train.needs: 'nope' names no stage",
+                     id="needs-names-no-stage"),
+        pytest.param(["stages", "validate_dataset", "needs"], ["report"], "stages.needs: a cycle among",
+                     id="needs-cycle"),
+        pytest.param(["stages", "export", "needs"], ["prepare_dataset"],
+                     "stages.export.needs: 'prepare_dataset' is a prepare_dataset stage, whose result a export stage "
+                     "does not consume", id="needs-wrong-kind"),
+        pytest.param(["stages", "benchmark_int8", "needs"], ["prepare_dataset"],
+                     "a benchmark stage needs a stage producing ModelResult (its 'model' input)",
+                     id="needs-missing-role"),
+        pytest.param(["stages", "report", "argv"], ["echo"], "stages.report: a report stage builds its command in code",
+                     id="project-stage-with-argv"),
+        pytest.param(["stages", "compress", "settings"], {"config": 3}, "stages.compress.settings: config",
+                     id="kind-settings-checked"),
+        pytest.param(["published", "bbox_map"], {"value": 1, "source": "x", "measured_as": "report.bbox_map"},
+                     "published.bbox_map.measured_as: a report stage measures []", id="measured-as-not-a-metric"),
+        pytest.param(["vars", "run_dir"], "/tmp", "vars", id="var-shadows-a-builtin"),
         pytest.param(["vars", "Bad-Name"], "x", "vars", id="bad-var-name"),
-        pytest.param(["published", "bbox_map"], {"value": "high", "source": "x"}, "published.bbox_map.value",
+        pytest.param(["published", "bbox_map"], {"value": "high", "source": "x", "measured_as": "train.train_ips"},
+                     "published.bbox_map.value",
                      id="published-not-a-number"),
         pytest.param(["extra_key"], 1, "extra_key", id="unknown-top-level-key"),
     ],
@@ -111,7 +128,7 @@ def test_recipe_naming_an_unknown_dataset_spec_is_refused(tmp_path: Path) -> Non
 )
 def test_bad_dataset_spec_names_file_and_field(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, path: list, value,
                                               message: str) -> None:
-    from operators.recipe import PROJECT_ROOT, load_dataset_spec
+    from npuflow.recipe import PROJECT_ROOT, load_dataset_spec
 
     (tmp_path / "datasets").mkdir()
     spec = yaml.safe_load((PROJECT_ROOT / "recipes" / "datasets" / "coco2017.yaml").read_text())

@@ -16,7 +16,7 @@ from typing import Any
 import psutil
 import pytest
 
-from operators.services import USERS, service_processes
+from npuflow.services import USERS, service_processes
 from tests.airflow_services import Services
 from tests.conftest import ROOT, VENV_BIN
 
@@ -60,7 +60,7 @@ def test_passwords_file_is_private_and_never_printed(airflow_services: Services)
 
 
 def test_no_token_is_401_and_a_malformed_token_403(airflow_services: Services) -> None:
-    from operators.services import api
+    from npuflow.services import api
 
     assert api(airflow_services.cfg, "GET", "/api/v2/dags")[0] == 401
     assert api(airflow_services.cfg, "GET", "/api/v2/dags", token="not-a-jwt")[0] == 403

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from operators.plan import StageCommand
-from operators.resume import find_checkpoint, integrity_problem, resume_argv
-from operators.stages.execute import StageFailed, _resume_args
+from npuflow.errors import StageRefused
+from npuflow.execute import _resume_args
+from npuflow.plan import StageCommand
+from npuflow.resume import find_checkpoint, integrity_problem, resume_argv
 
 PPDET = {"companions": ["{checkpoint_stem}.pdopt"], "argv": ["-r", "{checkpoint_stem}"]}
 
@@ -72,7 +73,7 @@ def test_a_retry_refuses_to_start_afresh_when_only_broken_checkpoints_exist(tmp_
     _ppdet_snapshot(tmp_path, 1)
     (tmp_path / "1.pdopt").write_bytes(b"")
     stage = _stage({**PPDET, "checkpoints": f"{tmp_path}/[0-9]*.pdparams"})
-    with pytest.raises(StageFailed, match=r"try 2 should resume, but none of the 1 checkpoint\(s\) .* is complete"):
+    with pytest.raises(StageRefused, match=r"try 2 should resume, but none of the 1 checkpoint\(s\) .* is complete"):
         _resume_args(stage, 2, None, lambda _: None)
     lines: list[str] = []
     empty = _stage({**PPDET, "checkpoints": f"{tmp_path}/none/*.pdparams"})

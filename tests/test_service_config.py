@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from operators.services import USERS, ServiceConfig, ServiceError, ensure_passwords, unhealthy
+from npuflow.services import USERS, ServiceConfig, ServiceError, ensure_passwords, unhealthy
 
 
 def test_passwords_are_created_private_and_kept_across_starts(tmp_path: Path) -> None:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from operators.proc import JOB_ENV, marked_processes
-from operators.services import SERVICES_ENV
+from npuflow.proc import JOB_ENV, marked_processes
+from npuflow.services import SERVICES_ENV
 from tests.airflow_services import npuflow_airflow, start, stop
 
 pytestmark = pytest.mark.services

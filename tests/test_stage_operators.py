@@ -5,16 +5,17 @@ from __future__ import annotations
 import json
 
 import pytest
+from npuflow.operators.stage import RecipeStageOperator
 
-from operators.plan import build_plan
-from operators.recipe import load_recipe
-from operators.stage_operators import PrepareDatasetOperator
+from npuflow.plan import build_plan
+from npuflow.recipe import load_recipe
 
 CITYSCAPES = "deeplabv3p_resnet50_os8_cityscapes_1024x512_80k"
 
 
-def _operator(recipe_id: str) -> PrepareDatasetOperator:
-    return PrepareDatasetOperator(task_id="prepare_dataset", recipe_id=recipe_id, stage="prepare_dataset")
+def _operator(recipe_id: str) -> RecipeStageOperator:
+    return RecipeStageOperator(task_id="prepare_dataset", recipe_id=recipe_id, stage="prepare_dataset",
+                               stage_kind="prepare_dataset")
 
 
 def test_login_comes_from_the_connection_the_spec_names(monkeypatch: pytest.MonkeyPatch) -> None:

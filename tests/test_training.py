@@ -16,10 +16,10 @@ from typing import Any
 import psutil
 import pytest
 
-from operators.plan import Plan, build_plan
-from operators.proc import JOB_ENV, StageProcess, job_processes
-from operators.recipe import load_recipe, load_recipe_file
-from operators.stages.execute import StageFailed, execute_stage, job_marker
+from npuflow.execute import StageFailed, execute_stage, job_marker
+from npuflow.plan import Plan, build_plan
+from npuflow.proc import JOB_ENV, StageProcess, job_processes
+from npuflow.recipe import load_recipe, load_recipe_file
 from tests.conftest import ROOT, VENV_BIN, free_port
 
 YOLOR = "yolor_p6_coco"
@@ -259,9 +259,9 @@ def test_a_sigkilled_task_process_takes_its_launcher_and_ranks_with_it(tmp_path:
     job = job_marker(plan, plan.stage("train"))
     script = (
         "import sys\n"
-        "from operators.plan import build_plan\n"
-        "from operators.recipe import load_recipe\n"
-        "from operators.stages.execute import execute_stage\n"
+        "from npuflow.plan import build_plan\n"
+        "from npuflow.recipe import load_recipe\n"
+        "from npuflow.execute import execute_stage\n"
         f"plan = build_plan(load_recipe('{YOLOR}'), {{'profile': 'smoke', 'epochs': 500, 'batch_size': 2}}, "
         f"run_id='t1', runs_root=__import__('pathlib').Path('{tmp_path / 'n0'}'))\n"
         "execute_stage(plan, plan.stage('train'), log=print, log_format='yolor')\n"

@@ -32,8 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from operators.proc import marked_processes, stop_processes
-from operators.recipe import PROJECT_ROOT
+from npuflow.proc import marked_processes, stop_processes
+from npuflow.recipe import PROJECT_ROOT
 
 Log = Callable[[str], None]
 
@@ -269,8 +269,8 @@ def token_for(cfg: ServiceConfig, user: str, password: str | None = None) -> str
 
 def default_pools() -> dict[str, int]:
     """One pool per device kind this host has, sized by its cards (CPU: usable cores)."""
-    from operators.plan import device_pool
-    from operators.preflight import PreflightError, available_devices
+    from npuflow.plan import device_pool
+    from npuflow.preflight import PreflightError, available_devices
 
     pools = {}
     for kind in ("npu", "gpu", "cpu"):

@@ -22,11 +22,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from operators.datasets.archive import extract, extracted_marker
-from operators.datasets.derive import STEPS
-from operators.datasets.download import Archive, DownloadError, check_free_space, download, form_login
-from operators.datasets.synth import GENERATORS
-from operators.recipe import load_dataset_spec
+from npuflow.datasets.archive import extract, extracted_marker
+from npuflow.datasets.derive import STEPS
+from npuflow.datasets.download import Archive, DownloadError, check_free_space, download, form_login
+from npuflow.datasets.synth import GENERATORS
+from npuflow.errors import EXIT_NOT_RETRYABLE
+from npuflow.recipe import load_dataset_spec
 
 USER_ENV, PASSWORD_ENV = "NPUFLOW_DATASET_USER", "NPUFLOW_DATASET_PASSWORD"
 
@@ -118,9 +119,12 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         result = prepare(args.spec, args.root, json.loads(args.source))
-    except (PrepareError, DownloadError, ValueError) as exc:
-        print(f"dataset not prepared: {exc}", file=sys.stderr)
+    except DownloadError as exc:  # the server or the connection: a later try may get through
+        print(f"error: dataset not prepared: {exc}", file=sys.stderr)
         return 1
+    except (PrepareError, ValueError) as exc:
+        print(f"error: dataset not prepared: {exc}", file=sys.stderr)
+        return EXIT_NOT_RETRYABLE
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"dataset ready at {args.root}: {json.dumps(result)[:2000]}")

@@ -11,11 +11,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from operators.datasets.validate import build_parser as build_validate_parser
-from operators.datasets.validate import run as cmd_validate_dataset
-from operators.plan import PlanError, build_plan
-from operators.recipe import PROJECT_ROOT, RecipeError, list_recipes, load_recipe
-from operators.services import (
+from npuflow.datasets.validate import build_parser as build_validate_parser
+from npuflow.datasets.validate import run as cmd_validate_dataset
+from npuflow.plan import PlanError, build_plan
+from npuflow.recipe import PROJECT_ROOT, RecipeError, list_recipes, load_recipe
+from npuflow.services import (
     USERS,
     ServiceConfig,
     ServiceError,
@@ -52,8 +52,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if args.profile:
         params["profile"] = args.profile
     plan = build_plan(load_recipe(args.dag_id), params, run_id=args.run_id)
-    stages = [{"name": s.name, "argv": s.argv, "env": s.env, "cwd": s.cwd,
-               **{k: getattr(s, k) for k in ("resume", "free_disk", "metrics_file") if getattr(s, k)}}
+    stages = [{"name": s.name, "kind": s.kind, "needs": s.needs, "argv": s.argv, "env": s.env, "cwd": s.cwd,
+               **{k: getattr(s, k) for k in ("settings", "builtins", "resume", "free_disk", "metrics_file")
+                  if getattr(s, k)}}
               for s in plan.stages if s.enabled]
     print(json.dumps({"stages": stages}, indent=2))
     return 0
@@ -74,7 +75,8 @@ def _airflow(env: dict[str, str], *argv: str, log: Path) -> int:
                               stdin=subprocess.DEVNULL).returncode
 
 
-DEMO_MARKERS = (" done in ", "progress ", "StageFailed", "PlanError", "Task failed", "DagRun Finished")
+DEMO_MARKERS = (" done in ", "progress ", "StageFailed", "StageRefused", "AirflowFailException", "PlanError",
+                "Task failed", "DagRun Finished")
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from operators.datasets.findings import Findings, check_count, header_or_problem
+from npuflow.datasets.findings import Findings, check_count, header_or_problem
 
 #: Findings that are reported but let the run go on (a background image has an empty label file).
 WARNINGS = {"image_without_labels"}

@@ -1,33 +1,33 @@
-"""Execute one planned stage: preconditions, the command, its outputs, and the stage's result file.
+"""Execute one planned stage: its inputs, the command, its outputs, and the stage's result file.
 
-Plain Python, no Airflow: the operators in ``operators.stage_operators`` call :func:`execute_stage` and the tests call it
-directly. What differs between stage kinds (what must exist before, what to read after) is keyed by the stage's
-``kind`` from the recipe, never by the model.
+Plain Python, no Airflow: the operator in ``npuflow.operators.stage`` calls :func:`execute_stage` and the tests call
+it directly. What differs between stage kinds (what it needs before, what it writes in code, what to read
+after, whether it holds cards) is asked of the stage's kind (``npuflow.kinds``), never decided by the model.
 """
 
 from __future__ import annotations
 
 import glob
 import json
-import math
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from operators.failures import find_failing_rank
-from operators.logparse import PARSERS, MetricsSummary, parser_for
-from operators.plan import Plan, StageCommand
-from operators.preflight import PreflightError, run_preflight
-from operators.proc import Poller, StageProcess, describe_exit
-from operators.resume import find_checkpoint, resume_argv
-from operators.rundir import read_stage_result, write_stage_result
+from npuflow.errors import EXIT_NOT_RETRYABLE, StageError, StageFailed, StageRefused, cause_line
+from npuflow.failures import find_failing_rank
+from npuflow.kinds import registry
+from npuflow.kinds.base import RunContext, StageKind, Upstream
+from npuflow.logparse import PARSERS, MetricsSummary, parser_for
+from npuflow.plan import Plan, StageCommand
+from npuflow.preflight import PreflightError, run_preflight
+from npuflow.proc import Poller, StageProcess, describe_exit
+from npuflow.resume import find_checkpoint, resume_argv
+from npuflow.rundir import read_stage_result, write_stage_result
 
 Log = Callable[[str], None]
 
-
-class StageFailed(RuntimeError):
-    """A stage could not start or did not finish well; the message says why and carries the log tail."""
+__all__ = ["StageError", "StageFailed", "StageRefused", "execute_stage", "job_marker"]
 
 
 def resolve_output(stage: StageCommand, candidates: list[str]) -> Path | None:
@@ -49,41 +49,35 @@ def _missing(stage: StageCommand, found: dict[str, str]) -> list[str]:
     return [f"{name} ({' or '.join(cands)})" for name, cands in stage.outputs.items() if name not in found]
 
 
-def _require_outputs(plan: Plan, kind: str, needed_by: str) -> dict[str, str]:
-    """The outputs of the stage of ``kind`` must exist before ``needed_by`` runs."""
-    upstream = plan.stage_of_kind(kind)
-    if upstream is None:
-        return {}
-    found = _existing(upstream)
-    missing = _missing(upstream, found)
-    if missing:
-        raise StageFailed(f"{needed_by}: cannot start, stage {upstream.name!r} left no {', '.join(missing)}")
-    return found
+def read_inputs(plan: Plan, stage: StageCommand, kind: StageKind) -> dict[str, list[Upstream]]:
+    """Each input role's upstream stages with their typed results, read from this run's directory.
 
-
-def _check_dataset_validated(plan: Plan, stage: StageCommand) -> None:
-    validate = plan.stage_of_kind("validate_dataset")
-    if validate is None:
-        return
-    result = read_stage_result(plan.run_dir, validate.name)
-    if result is None:
-        if validate.enabled:
-            raise StageFailed(f"{stage.name}: cannot start, dataset validation ({validate.name}) has no result "
-                              f"in {plan.run_dir}")
-        return  # the user chose not to validate this run
-    if not result.get("ok"):
-        raise StageFailed(f"{stage.name}: refusing to start on a dataset that failed validation: "
-                          f"{result.get('summary')}")
-
-
-def _preconditions(plan: Plan, stage: StageCommand) -> dict[str, Any]:
-    if stage.kind == "train":
-        _check_dataset_validated(plan, stage)
-    elif stage.kind == "export":
-        return _require_outputs(plan, "train", stage.name)
-    elif stage.kind == "benchmark":
-        return _require_outputs(plan, "export", stage.name)
-    return {}
+    An upstream that ran must have succeeded and its outputs must still be there. One the ``stages`` param left
+    out may be missing only where the input is optional (a run that skips validation)."""
+    kinds = registry()
+    inputs: dict[str, list[Upstream]] = {}
+    for role_name, names in stage.inputs.items():
+        role = kind.consumes[role_name]
+        for name in names:
+            up = plan.stage(name)
+            stored = read_stage_result(plan.run_dir, name)
+            if stored is None:
+                if up.enabled:
+                    raise StageRefused(f"stage {stage.name}: cannot start, {name} has no result in {plan.run_dir}")
+                if role.required:
+                    raise StageRefused(f"stage {stage.name}: cannot start, it consumes the result of {name}, which "
+                                       f"the stages parameter left out of this run")
+                continue
+            if not stored.get("ok"):
+                raise StageRefused(f"stage {stage.name}: cannot start, {name} did not succeed: "
+                                   f"{stored.get('summary')}")
+            missing = _missing(up, _existing(up))
+            if missing:
+                raise StageRefused(f"stage {stage.name}: cannot start, stage {name!r} left no {', '.join(missing)}")
+            produces = kinds[up.kind].produces
+            result = produces.from_dict(stored["result"]) if produces and stored.get("result") is not None else None
+            inputs.setdefault(role_name, []).append(Upstream(name, up, result))
+    return inputs
 
 
 class _TrainProgress:
@@ -153,7 +147,7 @@ def _resume_args(stage: StageCommand, attempt: int, resume: bool | None, log: Lo
         return []
     if ckpt is None:
         if existing:
-            raise StageFailed(f"stage {stage.name}: try {attempt} should resume, but none of the {existing} "
+            raise StageRefused(f"stage {stage.name}: try {attempt} should resume, but none of the {existing} "
                               f"checkpoint(s) matching {spec['checkpoints']} is complete: {'; '.join(skipped)}")
         log(f"resume: no checkpoint matches {spec['checkpoints']} yet: try {attempt} starts from scratch")
         return []
@@ -207,25 +201,30 @@ def execute_stage(plan: Plan, stage: StageCommand, *, log: Log, log_format: str,
                   resume: bool | None = None) -> dict[str, Any]:
     """Run ``stage`` of ``plan``; return the summary written to ``<stage_dir>/result.json``.
 
-    ``secret_env`` (credentials) reaches the process only: it is never logged nor written to result.json.
-    ``attempt`` is the task's try number: a train stage's retry resumes from its newest complete checkpoint.
+    Raises :class:`StageRefused` when a retry cannot help and :class:`StageFailed` when it may; both name the
+    cause first. ``secret_env`` (credentials) reaches the process only: it is never logged nor written to
+    result.json. ``attempt`` is the task's try number: a card-holding stage's retry resumes from its newest
+    complete checkpoint.
     """
+    kind = registry()[stage.kind]
     stage_dir = Path(stage.stage_dir)
     stage_dir.mkdir(parents=True, exist_ok=True)
-    inputs = _preconditions(plan, stage)
+    run = RunContext(plan=plan, stage=stage, inputs=read_inputs(plan, stage, kind), log=log)
     job = job_marker(plan, stage)
     argv = list(stage.argv)
     progress = None
-    if stage.kind == "train":
+    if kind.holds_cards:
         try:
             run_preflight(plan.device, stage.free_disk, job, log, env_path=stage.env.get("PATH"))
         except PreflightError as exc:
-            raise StageFailed(f"stage {stage.name}: preflight: {exc}") from None
+            raise (StageFailed if exc.retryable else StageRefused)(f"stage {stage.name}: preflight: {exc}") from None
         argv += _resume_args(stage, attempt, resume, log)
+    if kind.training_log:
         if log_format in PARSERS:
             progress = _TrainProgress(plan, stage, log, log_format)
         else:
             log(f"no metrics parser for log format {log_format!r} yet: this run records no training metrics")
+    kind.before(run)
     log(f"stage {stage.name} ({stage.kind}) try {attempt} in {stage.cwd}: {json.dumps(argv)}")
     if stage.env:
         log(f"env: {json.dumps(stage.env)}")
@@ -238,8 +237,7 @@ def execute_stage(plan: Plan, stage: StageCommand, *, log: Log, log_format: str,
             progress(line)
 
     proc = StageProcess(argv, env={**stage.env, **(secret_env or {})}, cwd=stage.cwd,
-                        log_path=stage_dir / "stage.log", tail_lines=100, job=job,
-                        watch_ranks=stage.kind == "train")
+                        log_path=stage_dir / "stage.log", tail_lines=100, job=job, watch_ranks=kind.holds_cards)
     if on_start is not None:
         on_start(proc)
     started = time.time()
@@ -250,23 +248,23 @@ def execute_stage(plan: Plan, stage: StageCommand, *, log: Log, log_format: str,
     try:
         code = proc.run(on_line)
     except FileNotFoundError as exc:
-        raise StageFailed(f"stage {stage.name} could not start: {exc}") from exc
+        raise StageRefused(f"stage {stage.name} could not start: {exc}") from exc
     finally:
         if follow is not None:
             follow.stop()
         metrics = progress.close() if progress is not None else None
     result: dict[str, Any] = {
         "stage": stage.name, "kind": stage.kind, "attempt": attempt, "argv": argv, "env": stage.env,
-        "cwd": stage.cwd, "exit_code": code, "seconds": round(time.time() - started, 3), "inputs": inputs,
+        "cwd": stage.cwd, "exit_code": code, "seconds": round(time.time() - started, 3),
+        "inputs": {role: [u.name for u in ups] for role, ups in run.inputs.items()}, "ok": False,
     }
     if metrics is not None:
         result["metrics"] = metrics
+    tail = "\n".join(list(proc.tail)[-40:])
     if code != 0:
-        if stage.kind == "validate_dataset" and (stage_dir / "validation.json").is_file():
-            result.update(_collect(stage, metrics))
-        result["ok"] = False
+        result["summary"] = f"command {describe_exit(code)}"
         why = ""
-        if stage.kind == "train":
+        if kind.holds_cards:
             # paddle.distributed.launch's default --log_dir is "log" in its working directory.
             log_dir = Path(plan.variables.get("launch_log_dir") or Path(stage.cwd) / "log")
             failure = find_failing_rank(list(proc.tail), log_dir, proc.watch.exits if proc.watch else [],
@@ -275,59 +273,37 @@ def execute_stage(plan: Plan, stage: StageCommand, *, log: Log, log_format: str,
                 result["failed_rank"] = {"rank": failure.rank, "local_rank": failure.local_rank,
                                          "how": failure.how, "log": failure.log}
                 why = f"; failing {failure.describe()}"
-        write_stage_result(stage_dir, result)
-        tail = "\n".join(list(proc.tail)[-40:])
-        raise StageFailed(f"stage {stage.name}: command {describe_exit(code)}{why}\n"
-                          f"--- last lines of the launcher ---\n{tail}")
+        try:
+            kind.collect_failure(run, code)
+        except StageError as exc:
+            result["summary"] = exc.cause.removeprefix(f"stage {stage.name}: ")
+            raise
+        finally:
+            write_stage_result(stage_dir, result)
+        cause = cause_line(proc.tail)
+        error = StageRefused if code == EXIT_NOT_RETRYABLE else StageFailed
+        headline = f"stage {stage.name}: " + (cause or f"command {describe_exit(code)}{why}")
+        raise error(headline, detail=f"command {describe_exit(code)}{why}" if cause else "", log_tail=tail)
 
     outputs = _existing(stage)
     missing = _missing(stage, outputs)
     result["outputs"] = outputs
     if missing:
-        result["ok"] = False
+        result["summary"] = f"left no {', '.join(missing)}"
         write_stage_result(stage_dir, result)
-        raise StageFailed(f"stage {stage.name}: command succeeded but left no {', '.join(missing)}")
+        raise StageRefused(f"stage {stage.name}: command succeeded but left no {', '.join(missing)}", log_tail=tail)
     # c10d assigns ranks in rendezvous order: global rank 0 (which logs the steps) may be on any node.
     ranks_here = {rank for rank, _ in proc.watch.ranks.values()} if proc.watch else set()
-    result.update(_collect(stage, metrics, hosts_rank0=not ranks_here or "0" in ranks_here))
-    if not result.setdefault("ok", True):
+    run.hosts_rank0 = not ranks_here or "0" in ranks_here
+    try:
+        typed = kind.collect(run, outputs, metrics)
+    except StageError as exc:
+        result["summary"] = exc.cause.removeprefix(f"stage {stage.name}: ")
         write_stage_result(stage_dir, result)
-        raise StageFailed(f"stage {stage.name}: {result['summary']}")
+        raise
+    result.update(ok=True, summary=kind.summary(typed) if typed is not None else "ok",
+                  result=typed.to_dict() if typed is not None else None)
     write_stage_result(stage_dir, result)
-    log(f"stage {stage.name} done in {result['seconds']} s: {result.get('summary', 'ok')}")
+    log(f"stage {stage.name} done in {result['seconds']} s: {result['summary']}")
+    result["xcom"] = kind.xcom(typed) if typed is not None else {}
     return result
-
-
-def _collect(stage: StageCommand, metrics: dict[str, Any] | None, hosts_rank0: bool = True) -> dict[str, Any]:
-    """Kind-specific reading of what the command wrote."""
-    stage_dir = Path(stage.stage_dir)
-    if stage.kind == "prepare_dataset":
-        dataset = json.loads((stage_dir / "dataset.json").read_text())
-        return {"dataset": dataset, "summary": f"{dataset['source']} dataset at {dataset['root']}"}
-    if stage.kind == "validate_dataset":
-        report = json.loads((stage_dir / "validation.json").read_text())
-        if not report["ok"]:
-            problems = "; ".join(f"{kind} x{e['count']} (e.g. {e['examples'][0]})" for kind, e in report["errors"].items())
-            return {"ok": False, "counts": report["counts"], "summary": f"dataset problems: {problems}"}
-        return {"ok": True, "counts": report["counts"],
-                "summary": f"counts {json.dumps(report['counts'])}, "
-                           f"{sum(v['count'] for v in report['warnings'].values())} warning(s)"}
-    if stage.kind == "train" and metrics is not None:
-        if metrics["train_steps"] == 0 and not hosts_rank0:
-            return {"summary": "this node finished; the step lines are logged on the node of global rank 0"}
-        if metrics["train_steps"] == 0:
-            return {"ok": False, "summary": "the training log had no step lines the parser recognises"}
-        if not metrics["losses_finite"]:
-            return {"ok": False, "summary": f"{metrics['non_finite_losses']} step(s) logged a non-finite loss"}
-        return {"summary": f"{metrics['train_steps']} logged steps, last losses {metrics['last_losses']}, "
-                           f"eval {metrics['eval']}"}
-    if stage.kind == "export":
-        return {"summary": "exported " + ", ".join(sorted({Path(p).name for p in _existing(stage).values()}))}
-    if stage.kind == "benchmark":
-        bench = json.loads((stage_dir / "benchmark.json").read_text())
-        lat = bench["latency_ms"]
-        ok = all(math.isfinite(v) for v in lat.values()) and bench["throughput_ips"] > 0
-        return {"ok": ok, "benchmark": bench,
-                "summary": f"p50 {lat['p50']:.2f} ms, p99 {lat['p99']:.2f} ms, "
-                           f"{bench['throughput_ips']:.1f} images/s, mAP {bench['coco']['map']:.4f}"}
-    return {}

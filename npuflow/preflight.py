@@ -17,7 +17,7 @@ import subprocess
 from collections.abc import Callable
 from typing import Any
 
-from operators.proc import JOB_ENV, job_processes, stop_marked
+from npuflow.proc import JOB_ENV, job_processes, stop_marked
 
 Log = Callable[[str], None]
 
@@ -27,7 +27,12 @@ _NPU_PROC = re.compile(r"^\|\s*(\d+)\s+\d+\s*\|\s*(\d+)\s*\|\s*([^|]*?)\s*\|", r
 
 
 class PreflightError(RuntimeError):
-    """The job must not start; the message names the device, process or path at fault."""
+    """The job must not start; the message names the device, process or path at fault. ``retryable``: the
+    cause may go away by itself (cards another job still holds); missing cards or disk do not."""
+
+    def __init__(self, message: str, *, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.retryable = retryable
 
 
 def _tool(argv: list[str], env_path: str | None) -> str:
@@ -101,7 +106,7 @@ def check_devices(device: dict[str, Any], env_path: str | None = None) -> str:
         who = "; ".join(f"card {card}: " + ", ".join(f"pid {pid} ({name})" for pid, name in procs)
                         for card, procs in sorted(held.items()))
         raise PreflightError(f"requested {kind} card(s) are still held by other processes ({who}); "
-                             f"stop them first, or HCCL/NCCL initialisation fails")
+                             f"stop them first, or HCCL/NCCL initialisation fails", retryable=True)
     return f"{kind} cards {ids} present and free"
 
 

@@ -2,7 +2,7 @@
 
 Three sources, best first:
 1. torchrun's "Root Cause (first observed failure)" block, which has the rank, local rank and exit code;
-2. the :class:`operators.proc.RankWatch` record of which rank process disappeared first (paddle's launcher
+2. the :class:`npuflow.proc.RankWatch` record of which rank process disappeared first (paddle's launcher
    reports whichever container it polls, usually rank 0 failing in a collective *after* another rank died);
 3. per-rank logs that end in a Python traceback.
 The per-rank logs are ``workerlog.<local_rank>`` (paddle) or ``<id>/attempt_N/<local_rank>/std{out,err}.log``
@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from operators.proc import RankExit, describe_exit
+from npuflow.proc import RankExit, describe_exit
 
 _FIELD = re.compile(r"^\s*(rank|exitcode|host)\s*:\s*(.*)$")
 _PADDLE_CONTAINER = re.compile(r"Container rank (\d+) status failed .*? code (-?\d+)")

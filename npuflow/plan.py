@@ -14,9 +14,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from operators.launch import device_env, job_id, launch_argv
-from operators.recipe import PROJECT_ROOT, Recipe
-from operators.rundir import run_dir_for
+from npuflow.kinds import registry
+from npuflow.kinds.base import PlanContext, StageKind, Upstream
+from npuflow.launch import device_env, job_id, launch_argv
+from npuflow.recipe import PROJECT_ROOT, SCHEMA_PATH, Recipe
+from npuflow.rundir import run_dir_for
 
 #: Parameters a user may set (trigger form, REST conf, ``npuflow plan --set``). None means "the profile's".
 PARAMS: dict[str, dict[str, Any]] = {
@@ -43,6 +45,9 @@ PARAMS: dict[str, dict[str, Any]] = {
                     "description": "Checkout of the toolkit (PaddleDetection, PaddleSeg, ModelZoo). Default: the recipe's."},
 }
 
+#: Variables the plan defines for every stage (declared in recipe.schema.json; recipes may not redefine them).
+BUILTIN_VARIABLES = frozenset(json.loads(SCHEMA_PATH.read_text())["$defs"]["builtin_variables"]["enum"])
+
 _TEMPLATE_PARAMS = ("epochs", "iters", "batch_size", "dataset_root", "toolkit_dir")
 
 
@@ -64,6 +69,14 @@ class StageCommand:
     resume: dict[str, Any] | None = None
     free_disk: dict[str, Any] | None = None
     metrics_file: str | None = None
+    #: The stages this one consumes (the DAG's edges), and which input role each fills.
+    needs: list[str] = field(default_factory=list)
+    inputs: dict[str, list[str]] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
+    #: The kind's own template variables for this stage (e.g. ``act_config``) and its plan-time values for
+    #: downstream commands (``model_dir``, ``root``).
+    builtins: dict[str, str] = field(default_factory=dict)
+    provides: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -83,11 +96,14 @@ class Plan:
                 return stage
         raise PlanError(f"{self.dag_id}: no stage {name!r}; stages are {[s.name for s in self.stages]}")
 
-    def stage_of_kind(self, kind: str) -> StageCommand | None:
-        return next((s for s in self.stages if s.kind == kind), None)
-
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def is_set(value: Any) -> bool:
+    """The template language's one rule for "unset": null or false. ``{a|b}`` takes the first set value and
+    ``when: a`` holds when ``a`` is set; anything else (0, "", a string) is a value."""
+    return value is not None and value is not False
 
 
 class _Literal(str):
@@ -121,9 +137,9 @@ class _Vars:
         return value
 
     def truthy(self, expr: str) -> bool:
+        """``when: v`` holds when ``v`` is set, ``when: "!v"`` when it is unset."""
         negate = expr.startswith("!")
-        value = self.value(expr.lstrip("!"))
-        result = value not in (None, False, "", 0)
+        result = is_set(self.value(expr.lstrip("!")))
         return not result if negate else result
 
     def render(self, template: str, what: str) -> str:
@@ -135,7 +151,7 @@ class _Vars:
             if spec or conv:
                 raise PlanError(f"{self.where}: {what}: format specs are not supported in {{{name}}}")
             # ``{a|b}``: the first of a, b that is set, so a user's value can stand in for a default.
-            value = next((v for v in map(self.value, name.split("|")) if v is not None), None)
+            value = next((v for v in map(self.value, name.split("|")) if is_set(v)), None)
             if value is None:
                 raise PlanError(f"{self.where}: {what}: variable {{{name}}} is not set for this profile")
             out.append(str(value).lower() if isinstance(value, bool) else str(value))
@@ -292,11 +308,13 @@ def build_plan(recipe: Recipe, params: dict[str, Any] | None = None, *, run_id: 
         "world_size": device["count"] * device["nnodes"],
         **{f"split_{k}": v for k, v in dataset["splits"].items()},
     }
+    assert set(builtins) | {"dataset_dir", "stage_dir"} <= BUILTIN_VARIABLES, "declare new builtins in the schema"
     raw: dict[str, Any] = {
         **recipe.data["vars"],
         **profile.get("vars", {}),
         **{k: _Literal(v) if isinstance(v, str) else v for k, v in builtins.items()},
     }
+    raw["dataset_dir"] = recipe.data["dataset"]["root"]  # a template over vars: the folder of the dataset
     used = _referenced(recipe.data["stages"]) | _referenced(list(raw.values()))
     for name in _TEMPLATE_PARAMS:
         if name in params:
@@ -310,31 +328,64 @@ def build_plan(recipe: Recipe, params: dict[str, Any] | None = None, *, run_id: 
     if unknown:
         raise PlanError(f"{recipe.dag_id}: unknown stage(s) {unknown}; stages are {list(recipe.stages)}")
 
-    stages = []
-    for name, spec in recipe.stages.items():
-        stage_dir = run_dir / name
-        vs = _Vars({**raw, "stage_dir": _Literal(stage_dir)}, f"{recipe.path.name} stage {name}")
-        stage_cwd = vs.render(spec["cwd"], "cwd")
-        stages.append(StageCommand(
-            name=name,
-            kind=spec["kind"],
-            argv=_render_args(spec["argv"], vs, device, "argv"),
-            env={**{k: v for launcher in _launchers(spec["argv"], vs) for k, v in device_env(launcher, device).items()},
-                 **{k: vs.render(v, f"env.{k}") for k, v in {**profile.get("env", {}), **spec.get("env", {})}.items()}},
-            cwd=stage_cwd,
-            outputs={k: [vs.render(p, f"outputs.{k}") for p in ([v] if isinstance(v, str) else v)]
-                     for k, v in spec.get("outputs", {}).items()},
-            stage_dir=str(stage_dir),
-            enabled=name in selected,
-            execution_timeout_minutes=spec.get("execution_timeout_minutes"),
-            resume=_resume(spec.get("resume"), vs, device, stage_cwd),
-            free_disk=_free_disk(spec.get("free_disk"), vs, stage_cwd),
-            metrics_file=_abs(vs.render(spec["metrics_file"], "metrics_file"), stage_cwd)
-            if "metrics_file" in spec else None,
-        ))
-    return Plan(dag_id=recipe.dag_id, profile=profile_name, run_id=run_id, run_dir=str(run_dir),
-                device=device, dataset={"spec": dataset["name"], "format": dataset["format"], "source": source},
-                variables=_resolved(raw, recipe.path.name), stages=stages)
+    plan = Plan(dag_id=recipe.dag_id, profile=profile_name, run_id=run_id, run_dir=str(run_dir), device=device,
+                dataset={"spec": dataset["name"], "format": dataset["format"], "source": source,
+                         "splits": list(dataset["splits"].values())},
+                variables=_resolved(raw, recipe.path.name), stages=[])
+    kinds = registry()
+    for name in recipe.order:
+        plan.stages.append(_stage(plan, recipe, name, kinds[recipe.stages[name]["kind"]], raw, profile, device,
+                                  enabled=name in selected))
+    return plan
+
+
+def _stage(plan: Plan, recipe: Recipe, name: str, kind: StageKind, raw: dict[str, Any], profile: dict[str, Any],
+           device: dict[str, Any], enabled: bool) -> StageCommand:
+    """One stage's command: the recipe's argv for a toolkit stage, the kind's for a project stage."""
+    spec = recipe.stages[name]
+    stage_dir = Path(plan.run_dir) / name
+    where = f"{recipe.path.name} stage {name}"
+    vs = _Vars({**raw, "stage_dir": _Literal(stage_dir)}, where)
+    built = {s.name: s for s in plan.stages}
+    roles = recipe.inputs[name]
+    ctx = PlanContext(plan=plan, name=name, spec=spec, settings=spec.get("settings", {}), stage_dir=stage_dir,
+                      inputs={role: [Upstream(n, built[n]) for n in names] for role, names in roles.items()},
+                      render=lambda value, what: vs.render(value, what) if isinstance(value, str) else value)
+    builtins = kind.builtin_values(ctx)
+    vs = _Vars({**vs.raw, **{k: _Literal(v) for k, v in builtins.items()}}, where)
+    env = {k: vs.render(v, f"env.{k}") for k, v in {**profile.get("env", {}), **spec.get("env", {})}.items()}
+    command = kind.command(ctx)
+    if command is None:
+        cwd = vs.render(spec["cwd"], "cwd")
+        argv = _render_args(spec["argv"], vs, device, "argv")
+        env = {**{k: v for launcher in _launchers(spec["argv"], vs) for k, v in device_env(launcher, device).items()},
+               **env}
+        outputs = {k: [vs.render(p, f"outputs.{k}") for p in ([v] if isinstance(v, str) else v)]
+                   for k, v in spec.get("outputs", {}).items()}
+    else:
+        cwd, argv, outputs = command.cwd, command.argv, command.outputs
+        env = {**command.env, **env}
+    return StageCommand(
+        name=name, kind=kind.name, argv=argv, env=env, cwd=cwd, outputs=outputs, stage_dir=str(stage_dir),
+        enabled=enabled, execution_timeout_minutes=spec.get("execution_timeout_minutes"),
+        resume=_resume(spec.get("resume"), vs, device, cwd),
+        free_disk=_free_disk(spec.get("free_disk"), vs, cwd),
+        metrics_file=_abs(vs.render(spec["metrics_file"], "metrics_file"), cwd) if "metrics_file" in spec else None,
+        needs=list(spec.get("needs", [])), inputs=roles,
+        settings=_render_tree(ctx.settings, vs, "settings"),
+        builtins=builtins, provides=kind.provides(ctx, outputs, cwd),
+    )
+
+
+def _render_tree(obj: Any, vs: _Vars, what: str) -> Any:
+    """A settings block with every string rendered as a template (keys stay as written)."""
+    if isinstance(obj, str):
+        return vs.render(obj, what)
+    if isinstance(obj, dict):
+        return {k: _render_tree(v, vs, f"{what}.{k}") for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_render_tree(v, vs, f"{what}[{i}]") for i, v in enumerate(obj)]
+    return obj
 
 
 def _abs(path: str, cwd: str) -> str:
@@ -342,10 +393,10 @@ def _abs(path: str, cwd: str) -> str:
 
 
 def _resume(spec: dict[str, Any] | None, vs: _Vars, device: dict[str, Any], cwd: str) -> dict[str, Any] | None:
-    """The resume block with vars rendered and the checkpoint placeholders left for operators.resume."""
+    """The resume block with vars rendered and the checkpoint placeholders left for npuflow.resume."""
     if spec is None:
         return None
-    from operators.resume import PLACEHOLDERS
+    from npuflow.resume import PLACEHOLDERS
 
     rv = _Vars({**vs.raw, **{p: _Literal("{" + p + "}") for p in PLACEHOLDERS}}, vs.where + " resume")
     return {

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, cached_property
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +46,20 @@ class Recipe:
     @property
     def profiles(self) -> dict[str, dict[str, Any]]:
         return self.data["profiles"]
+
+    @cached_property
+    def order(self) -> list[str]:
+        """Stage names, each after the stages it needs."""
+        from npuflow.graph import topological
+
+        return topological(self.stages, self.path.name)
+
+    @cached_property
+    def inputs(self) -> dict[str, dict[str, list[str]]]:
+        """Stage -> input role -> the upstream stages that fill it."""
+        from npuflow.graph import bind_inputs
+
+        return bind_inputs(self.stages, self.path.name)
 
     @property
     def default_profile(self) -> str:
@@ -84,28 +98,60 @@ def _field(path: Any) -> str:
     return out or "<top level>"
 
 
-def check_schema(data: Any, source: str, schema_path: Path = SCHEMA_PATH) -> None:
+def check_schema(data: Any, source: str, schema_path: Path = SCHEMA_PATH, schema: dict[str, Any] | None = None) -> None:
     """Raise RecipeError naming ``source`` and the first offending field (the deepest, most specific one)."""
     import jsonschema
 
-    errors = list(_validator(schema_path).iter_errors(data))
+    validator = jsonschema.Draft202012Validator(schema) if schema is not None else _validator(schema_path)
+    errors = list(validator.iter_errors(data))
     if errors:
         best = jsonschema.exceptions.best_match(errors)
         raise RecipeError(f"{source}: {_field(best.absolute_path)}: {best.message}")
 
 
 def validate_recipe_data(data: Any, source: str) -> None:
-    """The schema, then the cross-field rules a schema cannot say."""
+    """The schema, then the cross-field rules a schema cannot say: kinds, their settings, the graph."""
+    from npuflow.graph import GraphError, bind_inputs, topological
+    from npuflow.kinds import registry
+
     check_schema(data, source)
     if data["default_profile"] not in data["profiles"]:
         raise RecipeError(
             f"{source}: default_profile: {data['default_profile']!r} is not one of the profiles "
             f"{sorted(data['profiles'])}"
         )
-    kinds = [stage["kind"] for stage in data["stages"].values()]
-    duplicated = sorted({k for k in kinds if kinds.count(k) > 1})
-    if duplicated:
-        raise RecipeError(f"{source}: stages: each kind may appear once, repeated: {duplicated}")
+    kinds = registry()
+    for name, stage in data["stages"].items():
+        where = f"{source}: stages.{name}"
+        kind = kinds.get(stage["kind"])
+        if kind is None:
+            raise RecipeError(f"{where}.kind: {stage['kind']!r} is not a stage kind; kinds are {sorted(kinds)}")
+        if kind.toolkit:
+            missing = [f for f in ("argv", "cwd") if f not in stage]
+            if missing:
+                raise RecipeError(f"{where}: a {kind.name} stage runs the toolkit's own command: {missing} required")
+        else:
+            extra = [f for f in ("argv", "cwd", "outputs", "resume", "metrics_file") if f in stage]
+            if extra:
+                raise RecipeError(f"{where}: a {kind.name} stage builds its command in code; {extra} are not "
+                                  f"allowed (its values go in settings)")
+        if not kind.holds_cards and any(f in stage for f in ("resume", "free_disk")):
+            raise RecipeError(f"{where}: resume and free_disk are for stages that hold cards")
+        check_schema(stage.get("settings", {}), f"{where}.settings", schema=kind.settings_schema)
+    try:
+        topological(data["stages"], source)
+        bind_inputs(data["stages"], source)
+    except GraphError as exc:
+        raise RecipeError(str(exc)) from None
+    for metric, pub in data["published"].items():
+        stage_name, _, measured = pub["measured_as"].partition(".")
+        stage = data["stages"].get(stage_name)
+        where = f"{source}: published.{metric}.measured_as"
+        if stage is None:
+            raise RecipeError(f"{where}: {stage_name!r} names no stage")
+        if measured not in kinds[stage["kind"]].metrics:
+            raise RecipeError(f"{where}: a {stage['kind']} stage measures {list(kinds[stage['kind']].metrics)}, "
+                              f"not {measured!r}")
 
 
 def read_yaml(path: Path) -> Any:

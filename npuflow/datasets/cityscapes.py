@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from operators.datasets.findings import Findings, check_count, header_or_problem, parallel_map
+from npuflow.datasets.findings import Findings, check_count, header_or_problem, parallel_map
 
 IMAGE_SUFFIX = "_leftImg8bit.png"
 LABEL_SUFFIX = "_gtFine_labelTrainIds.png"

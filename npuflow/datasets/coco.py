@@ -13,7 +13,7 @@ from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
-from operators.datasets.findings import Findings, check_count, header_or_problem, is_number
+from npuflow.datasets.findings import Findings, check_count, header_or_problem, is_number
 
 
 def load_json(path: Path) -> Any:

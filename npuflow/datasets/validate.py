@@ -1,6 +1,6 @@
 """Dataset validation: the checks that must pass before a night of NPU time is spent.
 
-``python -m operators.datasets.validate {coco,cityscapes,yolo} ROOT [--split S ...] [--expect JSON]`` (also
+``python -m npuflow.datasets.validate {coco,cityscapes,yolo} ROOT [--split S ...] [--expect JSON]`` (also
 ``npuflow validate-dataset``) writes a JSON report (counts, each problem kind with its total and first examples)
 and exits 0 when clean, 1 on errors. Warnings (an image without annotations, say) are reported and let the run
 go on. Runs under the project's interpreter and, like every stage module, under Python 3.9.
@@ -15,10 +15,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from operators.datasets.cityscapes import validate_cityscapes
-from operators.datasets.coco import validate_coco
-from operators.datasets.findings import Findings
-from operators.datasets.yolo import validate_yolo
+from npuflow.datasets.cityscapes import validate_cityscapes
+from npuflow.datasets.coco import validate_coco
+from npuflow.datasets.findings import Findings
+from npuflow.datasets.yolo import validate_yolo
+from npuflow.errors import EXIT_NOT_RETRYABLE
 
 VALIDATORS = {"coco": validate_coco, "cityscapes": validate_cityscapes, "yolo": validate_yolo}
 DEFAULT_SPLITS = {"coco": ["train2017", "val2017"], "cityscapes": ["train", "val"], "yolo": ["train2017", "val2017"]}
@@ -58,8 +59,8 @@ def run(args: argparse.Namespace) -> int:
     for kind, info in report["warnings"].items():
         print(f"warning: {kind} x{info['count']}, e.g. {info['examples'][0]}")
     if not found.ok:
-        print(f"dataset is not usable: {found.describe()}", file=sys.stderr)
-        return 1
+        print(f"error: dataset is not usable: {found.describe()}", file=sys.stderr)
+        return EXIT_NOT_RETRYABLE
     print("dataset is clean")
     return 0
 

@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from operators.recipe import PROJECT_ROOT
+from npuflow.recipe import PROJECT_ROOT
 
 RESULT_FILE = "result.json"
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from operators.datasets.imageheader import ImageHeaderError, image_size
+from npuflow.datasets.imageheader import ImageHeaderError, image_size
 
 MAX_EXAMPLES = 5
 T = TypeVar("T")

@@ -64,13 +64,31 @@ def preprocess(path: Path, ops: list[dict[str, Any]]) -> dict[str, np.ndarray]:
     return {"image": chw, "im_shape": np.array([chw.shape[2:]], np.float32), "scale_factor": scale[None]}
 
 
+QUANT_OPS = ("quantize_linear", "dequantize_linear")
+
+
+def quantize_ops(program: Path) -> int:
+    """Quantize/dequantize ops in the program: 0 for an FP32 model, many for ACT's INT8 (QDQ) model."""
+    if program.suffix == ".pdmodel":
+        from paddle.base import core
+
+        desc = core.ProgramDesc(program.read_bytes())
+        types = [desc.block(b).op(o).type() for b in range(desc.num_blocks()) for o in range(desc.block(b).op_size())]
+        return sum(t in QUANT_OPS or (t.startswith("fake_") and "quantize" in t) for t in types)
+    text = program.read_text(errors="replace")  # PIR JSON (paddle 3): op names are plain text
+    return sum(text.count(f'"pd_op.{op}"') for op in QUANT_OPS)
+
+
 def make_predictor(model_dir: Path, device: str, threads: int):
+    """A predictor over the exported program. On the CPU both FP32 and INT8 models run on oneDNN, and a
+    quantized model gets oneDNN's INT8 kernels (without them its quantize ops run as FP32 simulation)."""
     import paddle.inference as pi
 
     params = model_dir / "model.pdiparams"
     program = next((p for p in (model_dir / "model.pdmodel", model_dir / "model.json") if p.is_file()), None)
     if program is None or not params.is_file():
-        raise SystemExit(f"{model_dir}: no exported model (model.pdmodel or model.json + model.pdiparams)")
+        raise SystemExit(f"error: {model_dir}: no exported model (model.pdmodel or model.json + model.pdiparams)")
+    quantized = quantize_ops(program)
     config = pi.Config(str(program), str(params))
     if device == "gpu":
         config.enable_use_gpu(256, 0)
@@ -79,9 +97,12 @@ def make_predictor(model_dir: Path, device: str, threads: int):
     else:
         config.disable_gpu()
         config.set_cpu_math_library_num_threads(threads)
+        config.enable_mkldnn()
+        if quantized:
+            config.enable_mkldnn_int8()
     config.switch_ir_optim(True)
     config.enable_memory_optim()
-    return pi.create_predictor(config), program.name
+    return pi.create_predictor(config), program.name, quantized
 
 
 def run_once(predictor, inputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -121,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args(argv)
     if args.warmup < 0 or args.iters < 1:
-        raise SystemExit("--warmup must be >= 0 and --iters >= 1")
+        raise SystemExit("error: --warmup must be >= 0 and --iters >= 1")
 
     cfg = yaml.safe_load((args.model_dir / "infer_cfg.yml").read_text())
     ann_file = args.dataset_root / "annotations" / f"instances_{args.split}.json"
@@ -130,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     if not images:
         raise SystemExit(f"{ann_file}: no images to benchmark on")
     cat_ids = sorted(c["id"] for c in ann["categories"])  # ppdet maps class index -> sorted category id
-    predictor, program = make_predictor(args.model_dir, args.device, args.threads)
+    predictor, program, quantized = make_predictor(args.model_dir, args.device, args.threads)
 
     t0 = time.perf_counter()
     inputs = [preprocess(args.dataset_root / args.split / im["file_name"], cfg["Preprocess"]) for im in images]
@@ -162,7 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "model_dir": str(args.model_dir), "program": program, "device": args.device,
         "paddle_version": paddle.__version__, "batch_size": 1, "warmup": args.warmup, "iters": args.iters,
-        "threads": args.threads, "images": len(images),
+        "threads": args.threads, "images": len(images), "quantize_ops": quantized,
+        "cpu_backend": "onednn" if args.device == "cpu" else None,
         "latency_ms": {"p50": percentile(latencies, 50), "p90": percentile(latencies, 90),
                        "p99": percentile(latencies, 99), "mean": float(np.mean(latencies))},
         "preprocess_ms_per_image": preprocess_ms,

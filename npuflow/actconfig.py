@@ -1,0 +1,109 @@
+"""Per-run copies of PaddleSlim ACT configs: point ``Global.model_dir`` at this run's model and the ppdet reader
+config at this run's dataset, then apply the recipe's overrides.
+
+The tutorials say to edit ``model_dir`` and ``dataset_dir`` in the shipped configs by hand; a pipeline writes
+a copy into the stage's directory instead, so the checkout stays untouched and two runs never share a file.
+ppdet reader configs carry YAML tags (``!COCODataSet``), which :class:`_TaggedLoader` keeps as they are.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from npuflow.errors import StageRefused
+
+
+@dataclass
+class Tagged:
+    """A YAML node under an application tag (``!COCODataSet``), kept for writing back."""
+
+    tag: str
+    value: Any
+
+
+class _TaggedLoader(yaml.SafeLoader):
+    pass
+
+
+class _TaggedDumper(yaml.SafeDumper):
+    pass
+
+
+def _construct(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> Tagged:
+    if isinstance(node, yaml.MappingNode):
+        value: Any = loader.construct_mapping(node, deep=True)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        value = loader.construct_scalar(node)
+    return Tagged("!" + suffix, value)
+
+
+def _represent(dumper: yaml.SafeDumper, data: Tagged) -> yaml.Node:
+    if isinstance(data.value, dict):
+        return dumper.represent_mapping(data.tag, data.value)
+    if isinstance(data.value, list):
+        return dumper.represent_sequence(data.tag, data.value)
+    return dumper.represent_scalar(data.tag, str(data.value))
+
+
+_TaggedLoader.add_multi_constructor("!", _construct)
+_TaggedDumper.add_representer(Tagged, _represent)
+
+
+def load_tagged(path: Path) -> Any:
+    try:
+        return yaml.load(path.read_text(), Loader=_TaggedLoader)
+    except (OSError, yaml.YAMLError) as exc:
+        raise StageRefused(f"cannot read the config {path}: {exc}") from None
+
+
+def dump_tagged(data: Any, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.dump(data, Dumper=_TaggedDumper, sort_keys=False))
+    return path
+
+
+def _mapping(node: Any) -> dict[str, Any] | None:
+    node = node.value if isinstance(node, Tagged) else node
+    return node if isinstance(node, dict) else None
+
+
+def set_dotted(config: dict[str, Any], key: str, value: Any, source: str) -> None:
+    """``TrainConfig.train_iter`` = value; every part but the last must already be a mapping."""
+    *parents, last = key.split(".")
+    node: Any = config
+    for part in parents:
+        node = _mapping(node.get(part)) if _mapping(node) is not None else None
+        if node is None:
+            raise StageRefused(f"{source}: cannot set {key}: {part!r} is not a section of the config")
+    _mapping(node)[last] = value  # type: ignore[index]
+
+
+def write_act_config(template: Path, out: Path, *, cwd: Path, model_dir: str, model_file: str, params_file: str,
+                     reader_config: str | None, dataset_root: str | None, overrides: dict[str, Any]) -> dict[str, Any]:
+    """Write ``out`` from ``template`` for this run; returns the written config. Relative paths inside it are
+    relative to ``cwd``, the folder the toolkit's scripts run from (deploy/auto_compression)."""
+    config = load_tagged(template)
+    if not isinstance(config, dict) or not isinstance(config.get("Global"), dict):
+        raise StageRefused(f"{template}: not an ACT config (no Global section)")
+    glob = config["Global"]
+    glob.update(model_dir=model_dir, model_filename=model_file, params_filename=params_file)
+    if reader_config:
+        glob["reader_config"] = reader_config
+    if glob.get("reader_config"):
+        reader = load_tagged(cwd / glob["reader_config"])
+        if dataset_root is not None:
+            for section in ("TrainDataset", "EvalDataset", "TestDataset"):
+                node = _mapping(reader.get(section)) if isinstance(reader, dict) else None
+                if node is not None:
+                    node["dataset_dir"] = dataset_root
+        glob["reader_config"] = str(dump_tagged(reader, out.with_name(f"{out.stem}.reader.yml")))
+    for key, value in overrides.items():  # rendered templates arrive as text: "8" is the number 8
+        set_dotted(config, key, yaml.safe_load(value) if isinstance(value, str) else value, str(template))
+    dump_tagged(config, out)
+    return config

@@ -1,0 +1,120 @@
+"""compress: quantization-aware training with distillation (PaddleSlim ACT) of an upstream model, on cards.
+
+The toolkit's command (``deploy/auto_compression/run.py --config_path ... --save_dir ...``) stays the
+recipe's; this kind writes the per-run copy of the ACT config it reads (``{act_config}``: the recipe's
+``settings.config`` with ``Global.model_dir`` = the upstream model and the reader at this run's dataset), then
+copies the upstream's ``infer_cfg.yml`` beside the result (ACT does not) and checks the result is quantized.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+from npuflow.actconfig import write_act_config
+from npuflow.errors import StageRefused
+from npuflow.kinds.base import (
+    DatasetResult,
+    ModelResult,
+    PlanContext,
+    Result,
+    Role,
+    RunContext,
+    StageKind,
+    dir_size_mb,
+)
+
+# ACT's own last word: "==> The metric of final model is 0.2841"
+_FINAL_METRIC = re.compile(r"==> The metric of final model is (-?[0-9.]+)")
+# In a Paddle program (ProgramDesc protobuf) each op's type is stored as a plain string.
+_QUANT_OPS = re.compile(rb"(?<![a-z_])(?:de)?quantize_linear|fake_(?:channel_wise_)?(?:de)?quantize\w*")
+
+ACT_SETTINGS = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["config"],
+    "properties": {
+        "config": {"type": "string", "description": "The toolkit's ACT config, relative to the stage's cwd."},
+        "reader_config": {"type": "string",
+                          "description": "The ppdet reader config it reads (Global.reader_config), relative to the cwd."},
+        "set": {"type": "object", "description": "Dotted keys of the config to override (TrainConfig.train_iter)."},
+    },
+}
+
+
+def act_config_path(ctx: PlanContext) -> str:
+    return str(ctx.stage_dir / Path(ctx.render(ctx.settings["config"], "settings.config")).name)
+
+
+def write_stage_config(run: RunContext, model: ModelResult, dataset: DatasetResult | None) -> dict[str, Any]:
+    """The ``{act_config}`` of this stage, from its settings and its upstream model and dataset."""
+    settings = run.stage.settings
+    template = Path(run.stage.cwd) / settings["config"]
+    if not template.is_file():
+        raise StageRefused(f"stage {run.stage.name}: the ACT config {template} does not exist")
+    return write_act_config(
+        template, Path(run.stage.builtins["act_config"]), cwd=Path(run.stage.cwd), model_dir=model.model_dir,
+        model_file=Path(model.files["model"]).name, params_file=Path(model.files["params"]).name,
+        reader_config=settings.get("reader_config"), dataset_root=dataset.root if dataset else None,
+        overrides=settings.get("set", {}))
+
+
+def quantize_ops(program: Path) -> int:
+    """Quantize/dequantize ops in a saved program (their op type strings): 0 for an FP32 model."""
+    return len(_QUANT_OPS.findall(program.read_bytes()))
+
+
+class Compress(StageKind):
+    name = "compress"
+    description = "Quantization-aware training with distillation (PaddleSlim ACT) of the upstream model."
+    toolkit = True
+    holds_cards = True
+    produces = ModelResult
+    consumes = {"model": Role(ModelResult), "dataset": Role(DatasetResult, required=False)}
+    settings_schema = ACT_SETTINGS
+    builtins = {"act_config": "this stage's copy of settings.config, pointed at the upstream model and dataset"}
+    metrics = ("act_metric",)
+    ui_color = "#fff3bf"
+
+    def builtin_values(self, ctx: PlanContext) -> dict[str, str]:
+        return {"act_config": act_config_path(ctx)}
+
+    def provides(self, ctx: PlanContext, outputs: dict[str, list[str]], cwd: str) -> dict[str, str]:
+        params = outputs.get("params")
+        return {"model_dir": str((Path(cwd) / params[0]).parent)} if params else {}
+
+    def before(self, run: RunContext) -> None:
+        model = run.one("model")
+        dataset = run.one("dataset")
+        assert model is not None and isinstance(model.result, ModelResult)
+        write_stage_config(run, model.result, dataset.result if dataset else None)  # type: ignore[arg-type]
+
+    def collect(self, run: RunContext, outputs: dict[str, str], metrics: Any) -> ModelResult:
+        upstream = run.one("model")
+        assert upstream is not None and isinstance(upstream.result, ModelResult)
+        model_dir = Path(outputs["params"]).parent
+        files = dict(outputs)
+        source_cfg = upstream.result.files.get("infer_cfg")
+        if source_cfg:  # ACT writes only the program and params; deployment needs the preprocessing too
+            files["infer_cfg"] = shutil.copy2(source_cfg, model_dir / Path(source_cfg).name)
+        ops = quantize_ops(Path(outputs["model"]))
+        if ops == 0:
+            raise StageRefused(f"stage {run.stage.name}: {outputs['model']} holds no quantize/dequantize ops: "
+                               f"the model was not quantized")
+        log_text = (run.stage_dir / "stage.log").read_text(errors="replace")
+        found = _FINAL_METRIC.findall(log_text)
+        return ModelResult(model_dir=str(model_dir), files={k: str(v) for k, v in files.items()}, precision="int8",
+                           size_mb=dir_size_mb([outputs["model"], outputs["params"]]), quantize_ops=ops,
+                           source=upstream.name, metric=float(found[-1]) if found else None)
+
+    def summary(self, result: Result | None) -> str:
+        assert isinstance(result, ModelResult)
+        score = f", ACT's final metric {result.metric:.4f}" if result.metric is not None else ""
+        return (f"INT8 model from {result.source}: {result.quantize_ops} quantize/dequantize ops, "
+                f"{result.size_mb} MB{score}")
+
+    def measured(self, result: Result) -> dict[str, float]:
+        assert isinstance(result, ModelResult)
+        return {"act_metric": 100.0 * result.metric} if result.metric is not None else {}

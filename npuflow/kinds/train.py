@@ -1,0 +1,49 @@
+"""train: the toolkit's distributed training (paddle.distributed.launch, torchrun or its own script) on cards."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from npuflow.errors import StageRefused
+from npuflow.kinds.base import Result, Role, RunContext, StageKind, TrainResult, ValidationResult
+
+
+class Train(StageKind):
+    name = "train"
+    description = "Distributed training with the toolkit's own launcher; a retry resumes from its checkpoint."
+    toolkit = True
+    holds_cards = True
+    training_log = True
+    produces = TrainResult
+    consumes = {"validation": Role(ValidationResult, required=False)}
+    metrics = ("train_ips", "eval_bbox_map", "eval_miou")
+    ui_color = "#d3f9d8"
+
+    def collect(self, run: RunContext, outputs: dict[str, str], metrics: dict[str, Any] | None) -> TrainResult:
+        if metrics is not None:
+            if metrics["train_steps"] == 0 and run.hosts_rank0:
+                raise StageRefused(f"stage {run.stage.name}: the training log had no step lines the parser recognises")
+            if not metrics["losses_finite"]:
+                raise StageRefused(f"stage {run.stage.name}: {metrics['non_finite_losses']} step(s) logged a "
+                                   f"non-finite loss")
+        return TrainResult(metrics=metrics or {}, outputs=outputs)
+
+    def summary(self, result: Result | None) -> str:
+        assert isinstance(result, TrainResult)
+        m = result.metrics
+        if not m:
+            return "finished; no metrics parser for this toolkit's log"
+        if m["train_steps"] == 0:
+            return "this node finished; the step lines are logged on the node of global rank 0"
+        return f"{m['train_steps']} logged steps, last losses {m['last_losses']}, eval {m['eval']}"
+
+    def measured(self, result: Result) -> dict[str, float]:
+        assert isinstance(result, TrainResult)
+        m, out = result.metrics, {}
+        if m.get("ips_global_median") is not None:
+            out["train_ips"] = m["ips_global_median"]
+        if "bbox_map" in m.get("eval", {}):
+            out["eval_bbox_map"] = 100.0 * m["eval"]["bbox_map"]
+        if "miou" in m.get("eval", {}):
+            out["eval_miou"] = 100.0 * m["eval"]["miou"]
+        return out

@@ -1,0 +1,174 @@
+"""The run report: what each stage measured, next to the tutorial's published numbers (JSON + Markdown).
+
+Reads only the run directory (``plan.json`` and each ``<stage>/result.json``) and the recipe, so it can be rerun
+on any finished run: ``python -m npuflow.report --run-dir RUN --recipe recipes/X.yaml``. Each stage's numbers
+come from its kind (``measured``) under ``<stage>.<metric>``, which is what ``published.*.measured_as`` names.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from npuflow.kinds import registry
+from npuflow.rundir import RESULT_FILE, write_json
+
+
+def measured_metrics(stages: dict[str, dict[str, Any]]) -> dict[str, float]:
+    """Every stage's numbers as ``<stage>.<metric>`` (``benchmark_int8.bbox_map``)."""
+    kinds = registry()
+    out: dict[str, float] = {}
+    for name, stored in stages.items():
+        kind = kinds.get(stored.get("kind", ""))
+        if kind is None or kind.produces is None or not stored.get("ok") or stored.get("result") is None:
+            continue
+        for metric, value in kind.measured(kind.produces.from_dict(stored["result"])).items():
+            out[f"{name}.{metric}"] = value
+    return out
+
+
+def _published_for(recipe: dict[str, Any], stage: str, metric: str) -> dict[str, Any] | None:
+    return next((p for p in recipe.get("published", {}).values() if p["measured_as"] == f"{stage}.{metric}"), None)
+
+
+def model_rows(stages: dict[str, dict[str, Any]], recipe: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per benchmarked model (FP32 export, INT8 compression, ...), with deltas against the first FP32
+    row: seed 002's baseline-vs-QAT table with latency, throughput and size beside the mAP."""
+    rows = []
+    for name, stored in stages.items():
+        if stored.get("kind") != "benchmark" or not stored.get("ok") or not stored.get("result"):
+            continue
+        b = stored["result"]
+        published = _published_for(recipe, name, "bbox_map")
+        rows.append({"stage": name, "model_stage": b["model_stage"], "precision": b["precision"],
+                     "bbox_map": 100.0 * b["accuracy"]["map"],
+                     "published_bbox_map": published["value"] if published else None,
+                     "latency_p50_ms": b["latency_ms"]["p50"], "latency_p99_ms": b["latency_ms"]["p99"],
+                     "throughput_ips": b["throughput_ips"], "size_mb": b["size_mb"],
+                     "quantize_ops": b["settings"].get("quantize_ops")})
+    base = next((r for r in rows if r["precision"] == "fp32"), None)
+    for row in rows:
+        if base is not None and row is not base:
+            row["delta"] = {
+                "bbox_map": row["bbox_map"] - base["bbox_map"],
+                "latency_p50_ratio": row["latency_p50_ms"] / base["latency_p50_ms"],
+                "throughput_ratio": row["throughput_ips"] / base["throughput_ips"],
+                "size_ratio": row["size_mb"] / base["size_mb"] if base["size_mb"] else None,
+            }
+            if row["published_bbox_map"] is not None and base["published_bbox_map"] is not None:
+                row["delta"]["published_bbox_map"] = row["published_bbox_map"] - base["published_bbox_map"]
+    return rows
+
+
+def _of_kind(stages: dict[str, dict[str, Any]], kind: str) -> dict[str, Any]:
+    """Typed results of the stages of ``kind``, by stage name."""
+    return {n: r["result"] for n, r in stages.items() if r.get("kind") == kind and r.get("result") is not None}
+
+
+def build_report(run_dir: Path, recipe: dict[str, Any]) -> dict[str, Any]:
+    plan = json.loads((run_dir / "plan.json").read_text()) if (run_dir / "plan.json").is_file() else {}
+    stages: dict[str, dict[str, Any]] = {}
+    for name in recipe["stages"]:
+        path = run_dir / name / RESULT_FILE
+        if path.is_file():
+            stages[name] = json.loads(path.read_text())
+    measured = measured_metrics(stages)
+    comparison = []
+    for name, pub in recipe.get("published", {}).items():
+        value = measured.get(pub["measured_as"])
+        comparison.append({
+            "metric": name, "measured_as": pub["measured_as"], "published": pub["value"], "unit": pub.get("unit", ""),
+            "setting": pub.get("setting", ""), "source": pub["source"], "measured": value,
+            "ratio": (value / pub["value"]) if value is not None and pub["value"] else None,
+        })
+    own = [n for n, s in recipe["stages"].items() if s["kind"] == "report"]
+    return {
+        "dag_id": recipe["dag_id"], "title": recipe["title"], "run_dir": str(run_dir),
+        "run_id": plan.get("run_id"), "profile": plan.get("profile"), "device": plan.get("device"),
+        "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "stages": {n: {"kind": r.get("kind"), "ok": r.get("ok"), "seconds": r.get("seconds"),
+                       "summary": r.get("summary", "")} for n, r in stages.items()},
+        "not_run": [n for n in recipe["stages"] if n not in stages and n not in own],
+        "dataset": _of_kind(stages, "validate_dataset"),
+        "train": _of_kind(stages, "train"),
+        "models": {**_of_kind(stages, "export"), **_of_kind(stages, "compress")},
+        "benchmarks": _of_kind(stages, "benchmark"),
+        "model_comparison": model_rows(stages, recipe),
+        "measured": measured,
+        "published_comparison": comparison,
+    }
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _signed(value: float | None, suffix: str = "") -> str:
+    return "-" if value is None else f"{value:+.4g}{suffix}"
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    lines = [f"# {report['title']}", "",
+             f"Run `{report['run_id']}`, profile `{report['profile']}`, device {report['device']}", "",
+             "| stage | ok | seconds | summary |", "| --- | --- | --- | --- |"]
+    for name, st in report["stages"].items():
+        lines.append(f"| {name} | {_fmt(st['ok'])} | {_fmt(st['seconds'])} | {st['summary']} |")
+    for name in report["not_run"]:
+        lines.append(f"| {name} | not run | - | |")
+    rows = report["model_comparison"]
+    if rows:
+        lines += ["", "## Models", "",
+                  "| model | precision | mAP (%) | published mAP (%) | latency p50 (ms) | latency p99 (ms) | "
+                  "throughput (images/s) | size (MB) | quantize ops |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+        for r in rows:
+            lines.append(f"| {r['model_stage']} | {r['precision']} | {_fmt(r['bbox_map'])} | "
+                         f"{_fmt(r['published_bbox_map'])} | {_fmt(r['latency_p50_ms'])} | "
+                         f"{_fmt(r['latency_p99_ms'])} | {_fmt(r['throughput_ips'])} | {_fmt(r['size_mb'])} | "
+                         f"{_fmt(r['quantize_ops'])} |")
+        for r in rows:
+            d = r.get("delta")
+            if d:
+                lines.append(f"| {r['model_stage']} vs FP32 | | {_signed(d['bbox_map'])} | "
+                             f"{_signed(d.get('published_bbox_map'))} | x{_fmt(d['latency_p50_ratio'])} | | "
+                             f"x{_fmt(d['throughput_ratio'])} | x{_fmt(d['size_ratio'])} | |")
+    lines += ["", "## Measured", "", "| metric | value |", "| --- | --- |"]
+    lines += [f"| {k} | {_fmt(v)} |" for k, v in sorted(report["measured"].items())]
+    lines += ["", "## Against the tutorial's published numbers", ""]
+    if report["published_comparison"]:
+        lines += ["| metric | published | measured | ratio | setting | source |",
+                  "| --- | --- | --- | --- | --- | --- |"]
+        for c in report["published_comparison"]:
+            lines.append(f"| {c['metric']} | {_fmt(c['published'])} {c['unit']} | {_fmt(c['measured'])} | "
+                         f"{_fmt(c['ratio'])} | {c['setting']} | {c['source']} |")
+    else:
+        lines.append("The tutorial publishes no numbers for this model.")
+    if report["profile"] not in (None, "production"):
+        lines += ["", f"Profile `{report['profile']}` trains a tiny model on generated data: its numbers check "
+                      "the pipeline, they are not comparable with the published ones."]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--run-dir", type=Path, required=True)
+    p.add_argument("--recipe", type=Path, required=True)
+    args = p.parse_args(argv)
+    recipe = yaml.safe_load(args.recipe.read_text())
+    report = build_report(args.run_dir, recipe)
+    write_json(args.run_dir / "report.json", report)
+    (args.run_dir / "report.md").write_text(render_markdown(report))
+    print(f"report: {args.run_dir / 'report.json'} and {args.run_dir / 'report.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

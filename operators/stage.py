@@ -1,0 +1,122 @@
+"""The Airflow operator: one thin class over :func:`npuflow.execute.execute_stage`, for every stage kind.
+
+Each task rebuilds the run's plan from the recipe, the DAG run's params and its run id (the plan is
+deterministic, so every task sees the same commands ``npuflow plan`` prints), runs its stage, and pushes a small
+summary to XCom. What differs between kinds (credentials, cards, extra XCom) is asked of the stage's kind in
+``npuflow.kinds``; everything else lives in plain modules that know nothing of Airflow.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+
+from npuflow.errors import StageRefused
+from npuflow.execute import execute_stage
+from npuflow.kinds import kind
+from npuflow.plan import Plan, PlanError, build_plan, check_params, device_claim_error
+from npuflow.recipe import Recipe, load_recipe
+from npuflow.rundir import write_json
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+    from npuflow.kinds.base import StageKind
+    from npuflow.proc import StageProcess
+
+
+class RecipeStageOperator(BaseOperator):
+    """Run one stage of a recipe as a subprocess in its own process group.
+
+    A failure a retry cannot fix (a bad param, a pool mismatch, missing outputs, no complete checkpoint, no
+    disk, a corrupt dataset) raises ``AirflowFailException``, so no retry is scheduled; a crashed rank or a
+    lost node raises as is and keeps its retries, which resume from the newest complete checkpoint.
+
+    :param recipe_id: the recipe (and DAG) id, e.g. ``ppyoloe_plus_crn_l_80e_coco``.
+    :param stage: the stage's name in the recipe.
+    :param kill_grace_s: seconds between SIGTERM and SIGKILL of the stage's process group on kill.
+    """
+
+    template_fields: Sequence[str] = ()
+
+    def __init__(self, *, recipe_id: str, stage: str, stage_kind: str, kill_grace_s: float = 10.0,
+                 **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.recipe_id = recipe_id
+        self.stage = stage
+        self.stage_kind = stage_kind
+        self.kill_grace_s = kill_grace_s
+        self.ui_color = kind(stage_kind).ui_color
+        self._proc: StageProcess | None = None
+
+    @cached_property
+    def recipe(self) -> Recipe:
+        return load_recipe(self.recipe_id)
+
+    @cached_property
+    def kind(self) -> StageKind:
+        return kind(self.stage_kind)
+
+    def plan_for(self, context: Context) -> Plan:
+        conf = context["dag_run"].conf or {}
+        check_params(dict(conf))  # Airflow accepts unknown conf keys silently; a typo must not be ignored
+        params = {k: context["params"][k] for k in context["params"]}
+        return build_plan(self.recipe, params, run_id=context["run_id"])
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        try:
+            return self._execute(context)
+        except (StageRefused, PlanError) as exc:
+            raise AirflowFailException(str(exc)) from exc
+
+    def _execute(self, context: Context) -> dict[str, Any]:
+        plan = self.plan_for(context)
+        stage = plan.stage(self.stage)
+        if not stage.enabled:
+            raise AirflowSkipException(f"stage {self.stage} not selected by the 'stages' parameter")
+        write_json(Path(plan.run_dir) / "plan.json", plan.to_dict())
+        if self.kind.holds_cards:
+            problem = device_claim_error(plan.device, self.pool, self.pool_slots)
+            if problem:
+                raise StageRefused(f"stage {self.stage}: {problem}")
+        result = execute_stage(plan, stage, log=self.log.info, log_format=self.recipe.data["log_format"],
+                               on_start=self._started, secret_env=self.secret_env(plan),
+                               attempt=context["ti"].try_number, resume=context["params"].get("resume"))
+        self.log.info("stage results in %s", stage.stage_dir)
+        for asset in self.outlets:  # what a deployment DAG scheduled on the asset needs to find the model
+            context["outlet_events"][asset].extra = {
+                "dag_id": plan.dag_id, "run_id": plan.run_id, "profile": plan.profile, "run_dir": plan.run_dir,
+                "outputs": result.get("outputs", {})}
+        for key, value in result.get("xcom", {}).items():
+            context["ti"].xcom_push(key=key, value=value)
+        return {k: result[k] for k in ("ok", "summary", "outputs", "seconds", "metrics") if k in result}
+
+    def secret_env(self, plan: Plan) -> dict[str, str]:
+        """The login of the Connection the kind names, as environment of the stage's process only (never argv
+        or the task log); only a download behind a login (Cityscapes) has one."""
+        conn_id = self.kind.connection(self.recipe.data, plan)
+        if not conn_id:
+            return {}
+        from airflow.sdk import BaseHook
+
+        from npuflow.datasets.prepare import PASSWORD_ENV, USER_ENV  # not at DAG parse time
+
+        try:
+            conn = BaseHook.get_connection(conn_id)
+        except Exception as exc:  # a missing connection only matters if a login is needed; the stage says so
+            self.log.warning("connection %r not available (%s)", conn_id, type(exc).__name__)
+            return {}
+        return {USER_ENV: conn.login or "", PASSWORD_ENV: conn.password or ""}
+
+    def _started(self, proc: StageProcess) -> None:
+        self._proc = proc
+
+    def on_kill(self) -> None:
+        if self._proc is not None:
+            self.log.info("terminating the process group of stage %s", self.stage)
+            self._proc.terminate(self.kill_grace_s)
