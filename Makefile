@@ -57,6 +57,7 @@ bench: $(STAMP)
 	$(PY) bench/train_passthrough.py
 	$(PY) bench/log_streaming.py
 	$(PY) bench/trigger_latency.py
+	$(PY) bench/compression.py
 
 # The embedded default's Airflow services on 127.0.0.1 (UI + REST on port 8080 unless PORT=...).
 up: $(STAMP)

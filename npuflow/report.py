@@ -127,7 +127,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     if rows:
         lines += ["", "## Models", "",
                   "| model | precision | mAP (%) | published mAP (%) | latency p50 (ms) | latency p99 (ms) | "
-                  "throughput (images/s) | size (MB) | quantize ops |",
+                  "throughput (images/s) | weights (MB) | quantize ops |",
                   "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         for r in rows:
             lines.append(f"| {r['model_stage']} | {r['precision']} | {_fmt(r['bbox_map'])} | "

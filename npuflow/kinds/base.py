@@ -68,7 +68,7 @@ class ModelResult(Result):
     model_dir: str
     files: dict[str, str]
     precision: str  # fp32 | int8
-    size_mb: float
+    size_mb: float  # the weights file (params); the program is not counted
     quantize_ops: int = 0  # quantize/dequantize ops in the program: > 0 only for a really quantized model
     source: str | None = None  # the upstream stage whose model this one was made from
     metric: float | None = None  # the toolkit's own score of this model (ACT's final metric), if it printed one
@@ -228,5 +228,5 @@ def read_json(path: Path, what: str) -> dict[str, Any]:
         raise StageRefused(f"{what}: cannot read {path}: {exc}") from None
 
 
-def dir_size_mb(paths: list[str]) -> float:
+def files_mb(paths: list[str]) -> float:
     return round(sum(Path(p).stat().st_size for p in paths if Path(p).is_file()) / 1e6, 3)

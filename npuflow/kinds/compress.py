@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from npuflow.actconfig import write_act_config
 from npuflow.errors import StageRefused
@@ -23,13 +23,17 @@ from npuflow.kinds.base import (
     Role,
     RunContext,
     StageKind,
-    dir_size_mb,
+    files_mb,
 )
+
+if TYPE_CHECKING:
+    from npuflow.plan import StageCommand
 
 # ACT's own last word: "==> The metric of final model is 0.2841"
 _FINAL_METRIC = re.compile(r"==> The metric of final model is (-?[0-9.]+)")
-# In a Paddle program (ProgramDesc protobuf) each op's type is stored as a plain string.
-_QUANT_OPS = re.compile(rb"(?<![a-z_])(?:de)?quantize_linear|fake_(?:channel_wise_)?(?:de)?quantize\w*")
+# In a saved Paddle program (ProgramDesc protobuf) an op's type is OpDesc field 3, a length-prefixed string:
+# tag 0x1a, the length, the name. PIR JSON (paddle 3) names ops "pd_op.<type>".
+_QUANT_OPS = re.compile(rb"\x1a\x0fquantize_linear|\x1a\x11dequantize_linear|\"pd_op\.(?:de)?quantize_linear\"")
 
 ACT_SETTINGS = {
     "type": "object",
@@ -44,18 +48,14 @@ ACT_SETTINGS = {
 }
 
 
-def act_config_path(ctx: PlanContext) -> str:
-    return str(ctx.stage_dir / Path(ctx.render(ctx.settings["config"], "settings.config")).name)
-
-
-def write_stage_config(run: RunContext, model: ModelResult, dataset: DatasetResult | None) -> dict[str, Any]:
-    """The ``{act_config}`` of this stage, from its settings and its upstream model and dataset."""
-    settings = run.stage.settings
-    template = Path(run.stage.cwd) / settings["config"]
+def write_stage_config(stage: StageCommand, model: ModelResult, dataset: DatasetResult | None) -> dict[str, Any]:
+    """The ``{act_config}`` of ``stage``, from its settings and its upstream model and dataset."""
+    settings = stage.settings
+    template = Path(stage.cwd) / settings["config"]
     if not template.is_file():
-        raise StageRefused(f"stage {run.stage.name}: the ACT config {template} does not exist")
+        raise StageRefused(f"stage {stage.name}: the ACT config {template} does not exist")
     return write_act_config(
-        template, Path(run.stage.builtins["act_config"]), cwd=Path(run.stage.cwd), model_dir=model.model_dir,
+        template, Path(stage.builtins["act_config"]), cwd=Path(stage.cwd), model_dir=model.model_dir,
         model_file=Path(model.files["model"]).name, params_file=Path(model.files["params"]).name,
         reader_config=settings.get("reader_config"), dataset_root=dataset.root if dataset else None,
         overrides=settings.get("set", {}))
@@ -66,30 +66,36 @@ def quantize_ops(program: Path) -> int:
     return len(_QUANT_OPS.findall(program.read_bytes()))
 
 
-class Compress(StageKind):
-    name = "compress"
-    description = "Quantization-aware training with distillation (PaddleSlim ACT) of the upstream model."
+class ActConfigStage:
+    """For a kind whose toolkit script reads an ACT config (run.py, eval.py): the stage gets ``{act_config}``,
+    its own copy of ``settings.config`` pointed at the upstream model and dataset, written before the command."""
+
     toolkit = True
-    holds_cards = True
-    produces = ModelResult
-    consumes = {"model": Role(ModelResult), "dataset": Role(DatasetResult, required=False)}
-    settings_schema = ACT_SETTINGS
-    builtins = {"act_config": "this stage's copy of settings.config, pointed at the upstream model and dataset"}
-    metrics = ("act_metric",)
-    ui_color = "#fff3bf"
+    consumes: ClassVar[dict[str, Role]] = {"model": Role(ModelResult), "dataset": Role(DatasetResult, required=False)}
+    settings_schema: ClassVar[dict[str, Any]] = ACT_SETTINGS
+    builtins: ClassVar[dict[str, str]] = {
+        "act_config": "this stage's copy of settings.config, pointed at the upstream model and dataset"}
 
     def builtin_values(self, ctx: PlanContext) -> dict[str, str]:
-        return {"act_config": act_config_path(ctx)}
+        return {"act_config": str(ctx.stage_dir / Path(ctx.render(ctx.settings["config"], "settings.config")).name)}
+
+    def before(self, run: RunContext) -> None:
+        model, dataset = run.one("model"), run.one("dataset")
+        assert model is not None and isinstance(model.result, ModelResult)
+        write_stage_config(run.stage, model.result, dataset.result if dataset else None)  # type: ignore[arg-type]
+
+
+class Compress(ActConfigStage, StageKind):
+    name = "compress"
+    description = "Quantization-aware training with distillation (PaddleSlim ACT) of the upstream model."
+    holds_cards = True
+    produces = ModelResult
+    metrics = ("act_metric",)
+    ui_color = "#fff3bf"
 
     def provides(self, ctx: PlanContext, outputs: dict[str, list[str]], cwd: str) -> dict[str, str]:
         params = outputs.get("params")
         return {"model_dir": str((Path(cwd) / params[0]).parent)} if params else {}
-
-    def before(self, run: RunContext) -> None:
-        model = run.one("model")
-        dataset = run.one("dataset")
-        assert model is not None and isinstance(model.result, ModelResult)
-        write_stage_config(run, model.result, dataset.result if dataset else None)  # type: ignore[arg-type]
 
     def collect(self, run: RunContext, outputs: dict[str, str], metrics: Any) -> ModelResult:
         upstream = run.one("model")
@@ -106,14 +112,14 @@ class Compress(StageKind):
         log_text = (run.stage_dir / "stage.log").read_text(errors="replace")
         found = _FINAL_METRIC.findall(log_text)
         return ModelResult(model_dir=str(model_dir), files={k: str(v) for k, v in files.items()}, precision="int8",
-                           size_mb=dir_size_mb([outputs["model"], outputs["params"]]), quantize_ops=ops,
+                           size_mb=files_mb([outputs["params"]]), quantize_ops=ops,
                            source=upstream.name, metric=float(found[-1]) if found else None)
 
     def summary(self, result: Result | None) -> str:
         assert isinstance(result, ModelResult)
         score = f", ACT's final metric {result.metric:.4f}" if result.metric is not None else ""
         return (f"INT8 model from {result.source}: {result.quantize_ops} quantize/dequantize ops, "
-                f"{result.size_mb} MB{score}")
+                f"weights {result.size_mb} MB{score}")
 
     def measured(self, result: Result) -> dict[str, float]:
         assert isinstance(result, ModelResult)

@@ -1,8 +1,8 @@
 """evaluate: the toolkit's own evaluation of an upstream inference model (ACT's ``eval.py --config_path``).
 
-Like compress, it writes ``{act_config}`` (the recipe's ``settings.config`` with ``Global.model_dir`` = the
-upstream model, the reader at this run's dataset) and runs the toolkit's command on it; the score is read from
-the pycocotools table the toolkit prints.
+Like compress (:class:`~npuflow.kinds.compress.ActConfigStage`), it writes ``{act_config}`` (the recipe's
+``settings.config`` with ``Global.model_dir`` = the upstream model, the reader at this run's dataset) and runs
+the toolkit's command on it; the score is read from the pycocotools table the toolkit prints.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from npuflow.errors import StageRefused
-from npuflow.kinds.base import DatasetResult, ModelResult, PlanContext, Result, Role, RunContext, StageKind
-from npuflow.kinds.compress import ACT_SETTINGS, act_config_path, write_stage_config
+from npuflow.kinds.base import Result, RunContext, StageKind
+from npuflow.kinds.compress import ActConfigStage
 
 # pycocotools' first summary line: " Average Precision  (AP) @[ IoU=0.50:0.95 | area=   all | maxDets=100 ] = 0.284"
 _COCO_AP = re.compile(r"Average Precision\s+\(AP\) @\[ IoU=0\.50:0\.95 \| area=\s*all \| maxDets=100 \] = (-?[0-9.]+)")
@@ -25,24 +25,12 @@ class EvalResult(Result):
     bbox_map: float
 
 
-class Evaluate(StageKind):
+class Evaluate(ActConfigStage, StageKind):
     name = "evaluate"
     description = "The toolkit's own evaluation script on an upstream inference model."
-    toolkit = True
     produces = EvalResult
-    consumes = {"model": Role(ModelResult), "dataset": Role(DatasetResult, required=False)}
-    settings_schema = ACT_SETTINGS
-    builtins = {"act_config": "this stage's copy of settings.config, pointed at the upstream model and dataset"}
     metrics = ("bbox_map",)
     ui_color = "#ffe3e3"
-
-    def builtin_values(self, ctx: PlanContext) -> dict[str, str]:
-        return {"act_config": act_config_path(ctx)}
-
-    def before(self, run: RunContext) -> None:
-        model, dataset = run.one("model"), run.one("dataset")
-        assert model is not None and isinstance(model.result, ModelResult)
-        write_stage_config(run, model.result, dataset.result if dataset else None)  # type: ignore[arg-type]
 
     def collect(self, run: RunContext, outputs: dict[str, str], metrics: Any) -> EvalResult:
         found = _COCO_AP.findall((run.stage_dir / "stage.log").read_text(errors="replace"))

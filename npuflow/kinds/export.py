@@ -13,7 +13,7 @@ from npuflow.kinds.base import (
     RunContext,
     StageKind,
     TrainResult,
-    dir_size_mb,
+    files_mb,
 )
 
 
@@ -33,8 +33,9 @@ class Export(StageKind):
 
     def collect(self, run: RunContext, outputs: dict[str, str], metrics: Any) -> ModelResult:
         return ModelResult(model_dir=str(Path(outputs["params"]).parent), files=outputs, precision="fp32",
-                           size_mb=dir_size_mb(list(outputs.values())))
+                           size_mb=files_mb([outputs["params"]]))
 
     def summary(self, result: Result | None) -> str:
         assert isinstance(result, ModelResult)
-        return f"exported {', '.join(sorted(Path(p).name for p in result.files.values()))} ({result.size_mb} MB)"
+        names = ", ".join(sorted(Path(p).name for p in result.files.values()))
+        return f"exported {names} (weights {result.size_mb} MB)"
