@@ -86,8 +86,8 @@ def test_nightly_schedule_waits_for_the_next_night(loaded: dict, dag_id: str) ->
 
 def test_export_stages_declare_the_model_asset(loaded: dict) -> None:
     outlets = {d: v["outlets"] for d, v in loaded["dags"].items()}
-    assert outlets["ppyoloe_plus_crn_l_80e_coco"] == {"export": ["model://ppyoloe_plus_crn_l_80e_coco/exported"]}
-    assert outlets["picodet_s_416_coco_npu_qat"] == {"export": ["model://picodet_s_416_coco_npu_qat/exported"]}
+    for dag_id in ("ppyoloe_plus_crn_l_80e_coco", "picodet_s_416_coco_npu_qat"):
+        assert outlets[dag_id] == {"export": [f"model://{dag_id}/exported"], "compress": [f"model://{dag_id}/compressed"]}
     assert outlets["deeplabv3p_resnet50_os8_cityscapes_1024x512_80k"] == {
         "export": ["model://deeplabv3p_resnet50_os8_cityscapes_1024x512_80k/exported"]}
 

@@ -169,7 +169,8 @@ def _ddp_recipe(tmp_path: Path) -> Path:
     """A one-stage recipe whose train stage runs tests/trainers/paddle_ddp.py under paddle's launcher."""
     recipe = {
         "dag_id": "paddle_ddp_test", "title": "t", "tutorial": "t", "schedule": None,
-        "toolkit": {"name": "t", "repository": "t", "ref": "t"}, "dataset": {"spec": "coco2017"},
+        "toolkit": {"name": "t", "repository": "t", "ref": "t"},
+        "dataset": {"spec": "coco2017", "root": "{run_dir}/dataset"},
         "log_format": "ppdet", "published": {}, "default_profile": "smoke", "vars": {"python": "{interpreter}"},
         "profiles": {"smoke": {"description": "t", "device": {"kind": "cpu", "count": 2},
                                "dataset_source": {"kind": "local"}, "env": {"OMP_NUM_THREADS": "1"},

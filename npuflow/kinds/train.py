@@ -21,8 +21,11 @@ class Train(StageKind):
 
     def collect(self, run: RunContext, outputs: dict[str, str], metrics: dict[str, Any] | None) -> TrainResult:
         if metrics is not None:
-            if metrics["train_steps"] == 0 and run.hosts_rank0:
-                raise StageRefused(f"stage {run.stage.name}: the training log had no step lines the parser recognises")
+            if metrics["train_steps"] == 0:
+                if run.hosts_rank0:
+                    raise StageRefused(f"stage {run.stage.name}: the training log had no step lines the parser "
+                                       f"recognises")
+                return TrainResult(metrics=metrics, outputs=outputs)  # rank 0 on another node logs the steps
             if not metrics["losses_finite"]:
                 raise StageRefused(f"stage {run.stage.name}: {metrics['non_finite_losses']} step(s) logged a "
                                    f"non-finite loss")
