@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from npuflow.plan import PlanError, build_plan
-from npuflow.recipe import RecipeError, load_recipe
+from npuflow.recipe import RecipeError, list_recipes, load_recipe
 
 PPYOLOE = "ppyoloe_plus_crn_l_80e_coco"
 
@@ -140,3 +140,14 @@ def test_device_claim_against_the_pool(recipe, params: dict, pool: str, slots: i
     assert (error is not None) == refused
     if refused:
         assert "reserves only 8 slot(s) of pool 'npu_devices'" in error
+
+
+@pytest.mark.parametrize("dag_id", list_recipes())
+def test_every_variable_the_plan_defines_is_declared_in_the_schema(dag_id: str) -> None:
+    from npuflow.plan import _TEMPLATE_PARAMS, BUILTIN_VARIABLES
+
+    recipe = load_recipe(dag_id)
+    for profile, spec in recipe.profiles.items():
+        plan = build_plan(recipe, {"profile": profile}, run_id="r")
+        own = set(recipe.data["vars"]) | set(spec.get("vars", {})) | set(_TEMPLATE_PARAMS)
+        assert set(plan.variables) - own <= BUILTIN_VARIABLES, set(plan.variables) - own - BUILTIN_VARIABLES
