@@ -109,8 +109,17 @@ class Upstream:
     result: Result | None = None
 
 
+class _Inputs:
+    inputs: dict[str, list[Upstream]]
+
+    def one(self, role: str) -> Upstream | None:
+        """The upstream filling a single input ``role``, or None when an optional role is empty."""
+        found = self.inputs.get(role) or []
+        return found[0] if found else None
+
+
 @dataclass
-class PlanContext:
+class PlanContext(_Inputs):
     """What a kind may use to build its command: the plan so far, its own settings, its upstreams by role."""
 
     plan: Plan
@@ -121,16 +130,12 @@ class PlanContext:
     inputs: dict[str, list[Upstream]]
     render: Callable[[Any, str], Any]
 
-    def one(self, role: str) -> Upstream | None:
-        found = self.inputs.get(role) or []
-        return found[0] if found else None
-
     def var(self, name: str) -> str:
         return self.plan.variables[name]
 
 
 @dataclass
-class RunContext:
+class RunContext(_Inputs):
     """What a kind sees when its stage runs: the plan, the stage, its upstreams with their results."""
 
     plan: Plan
@@ -138,10 +143,6 @@ class RunContext:
     inputs: dict[str, list[Upstream]]
     log: Log
     hosts_rank0: bool = True  # c10d assigns ranks in rendezvous order: global rank 0 may be on another node
-
-    def one(self, role: str) -> Upstream | None:
-        found = self.inputs.get(role) or []
-        return found[0] if found else None
 
     @property
     def stage_dir(self) -> Path:
