@@ -69,6 +69,9 @@ _SEG_KV = re.compile(rf"(?P<key>[A-Za-z_]+): (?P<value>{_NUM})")
 _SEG_ETA = re.compile(r"ETA (?P<eta>(?:\d+ days?, )?\d+:\d\d:\d\d)")
 _SEG_EVAL = re.compile(rf"\[EVAL\] #Images: (?P<images>\d+) mIoU: (?P<miou>{_NUM}) Acc: (?P<acc>{_NUM}) "
                        rf"Kappa: (?P<kappa>{_NUM})(?: Dice: (?P<dice>{_NUM}))?")
+# "[EVAL] The model with the best validation mIoU (0.7012) was saved at iter 64000."
+_SEG_BEST = re.compile(rf"\[EVAL\] The model with the best validation mIoU \((?P<miou>{_NUM})\) was saved at iter "
+                       rf"(?P<iter>\d+)")
 
 
 def parse_paddleseg_line(line: str) -> Record | None:
@@ -97,6 +100,9 @@ def parse_paddleseg_line(line: str) -> Record | None:
         if m["dice"] is not None:
             rec["dice"] = float(m["dice"])
         return rec
+    m = _SEG_BEST.search(line)
+    if m:  # what best_model/ holds
+        return {"type": "eval", "best_miou": float(m["miou"]), "best_iter": int(m["iter"])}
     return None
 
 

@@ -45,10 +45,11 @@ def model_rows(stages: dict[str, dict[str, Any]], recipe: dict[str, Any]) -> lis
         if stored.get("kind") != "benchmark" or not stored.get("ok") or not stored.get("result"):
             continue
         b = stored["result"]
-        published = _published_for(recipe, name, "bbox_map")
+        metric, key = ("miou", "miou") if "miou" in b["accuracy"] else ("bbox_map", "map")
+        published = _published_for(recipe, name, metric)
         rows.append({"stage": name, "model_stage": b["model_stage"], "precision": b["precision"],
-                     "bbox_map": 100.0 * b["accuracy"]["map"],
-                     "published_bbox_map": published["value"] if published else None,
+                     "metric": metric, "accuracy": 100.0 * b["accuracy"][key],
+                     "published": published["value"] if published else None,
                      "latency_p50_ms": b["latency_ms"]["p50"], "latency_p99_ms": b["latency_ms"]["p99"],
                      "throughput_ips": b["throughput_ips"], "size_mb": b["size_mb"],
                      "quantize_ops": b["settings"].get("quantize_ops")})
@@ -56,13 +57,13 @@ def model_rows(stages: dict[str, dict[str, Any]], recipe: dict[str, Any]) -> lis
     for row in rows:
         if base is not None and row is not base:
             row["delta"] = {
-                "bbox_map": row["bbox_map"] - base["bbox_map"],
+                "accuracy": row["accuracy"] - base["accuracy"],
                 "latency_p50_ratio": row["latency_p50_ms"] / base["latency_p50_ms"],
                 "throughput_ratio": row["throughput_ips"] / base["throughput_ips"],
                 "size_ratio": row["size_mb"] / base["size_mb"] if base["size_mb"] else None,
             }
-            if row["published_bbox_map"] is not None and base["published_bbox_map"] is not None:
-                row["delta"]["published_bbox_map"] = row["published_bbox_map"] - base["published_bbox_map"]
+            if row["published"] is not None and base["published"] is not None:
+                row["delta"]["published"] = row["published"] - base["published"]
     return rows
 
 
@@ -125,20 +126,21 @@ def render_markdown(report: dict[str, Any]) -> str:
         lines.append(f"| {name} | not run | - | |")
     rows = report["model_comparison"]
     if rows:
+        score = "mIoU" if rows[0]["metric"] == "miou" else "mAP"
         lines += ["", "## Models", "",
-                  "| model | precision | mAP (%) | published mAP (%) | latency p50 (ms) | latency p99 (ms) | "
+                  f"| model | precision | {score} (%) | published {score} (%) | latency p50 (ms) | latency p99 (ms) | "
                   "throughput (images/s) | weights (MB) | quantize ops |",
                   "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         for r in rows:
-            lines.append(f"| {r['model_stage']} | {r['precision']} | {_fmt(r['bbox_map'])} | "
-                         f"{_fmt(r['published_bbox_map'])} | {_fmt(r['latency_p50_ms'])} | "
+            lines.append(f"| {r['model_stage']} | {r['precision']} | {_fmt(r['accuracy'])} | "
+                         f"{_fmt(r['published'])} | {_fmt(r['latency_p50_ms'])} | "
                          f"{_fmt(r['latency_p99_ms'])} | {_fmt(r['throughput_ips'])} | {_fmt(r['size_mb'])} | "
                          f"{_fmt(r['quantize_ops'])} |")
         for r in rows:
             d = r.get("delta")
             if d:
-                lines.append(f"| {r['model_stage']} vs FP32 | | {_signed(d['bbox_map'])} | "
-                             f"{_signed(d.get('published_bbox_map'))} | x{_fmt(d['latency_p50_ratio'])} | | "
+                lines.append(f"| {r['model_stage']} vs FP32 | | {_signed(d['accuracy'])} | "
+                             f"{_signed(d.get('published'))} | x{_fmt(d['latency_p50_ratio'])} | | "
                              f"x{_fmt(d['throughput_ratio'])} | x{_fmt(d['size_ratio'])} | |")
     lines += ["", "## Measured", "", "| metric | value |", "| --- | --- |"]
     lines += [f"| {k} | {_fmt(v)} |" for k, v in sorted(report["measured"].items())]

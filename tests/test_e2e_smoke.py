@@ -50,12 +50,16 @@ def test_smoke_dag_runs_end_to_end(airflow_env: dict, dag_id: str) -> None:
     if recipe.data["log_format"] == "ppdet":
         assert "bbox_map" in train["eval"] and train["evaluations"] >= 1  # COCO eval ran during training
         assert {"workerlog.0", "workerlog.1"} <= rank_logs
+    elif recipe.data["log_format"] == "paddleseg":
+        assert 0.0 <= train["eval"]["miou"] <= 1.0  # PaddleSeg's [EVAL] during training
+        assert {"workerlog.0", "workerlog.1"} <= rank_logs
+        assert (Path(report["train"]["train"]["outputs"]["best_model"]).parent.parent / "iter_20").is_dir()
     else:  # torchrun --log-dir: <id>/attempt_0/<local_rank>/stdout.log
         assert len(list((run / "train" / "log").glob("*/attempt_0/1/stdout.log"))) == 1
 
     if "export" in kinds.values():
         export = {Path(p).name for p in report["models"]["export"]["files"].values()}
-        assert "model.pdiparams" in export and "infer_cfg.yml" in export
+        assert "model.pdiparams" in export and export & {"infer_cfg.yml", "deploy.yaml"}
         assert export & {"model.pdmodel", "model.json"}
         for path in report["models"]["export"]["files"].values():
             assert Path(path).stat().st_size > 0
@@ -64,7 +68,13 @@ def test_smoke_dag_runs_end_to_end(airflow_env: dict, dag_id: str) -> None:
         lat = bench["latency_ms"]
         assert 0 < lat["p50"] <= lat["p90"] <= lat["p99"]
         assert bench["throughput_ips"] > 0 and bench["settings"]["iters"] == 20
-        assert 0.0 <= bench["accuracy"]["map"] <= 1.0 and bench["accuracy"]["detections"] > 0
+        acc = bench["accuracy"]
+        if "miou" in acc:  # segmentation: against every val pixel's train id, as PaddleSeg's own eval
+            assert 0.0 <= acc["miou"] <= 1.0 and 0.0 < acc["pixel_acc"] <= 1.0 and acc["pixels"] > 0
+            assert len(acc["class_iou"]) == 19
+            assert acc["miou"] == pytest.approx(train["eval"]["best_miou"], abs=1e-3)  # the exported best_model
+        else:
+            assert 0.0 <= acc["map"] <= 1.0 and acc["detections"] > 0
     if "compress" in kinds.values():
         _check_compression(run, report)
     assert (run / "report.md").read_text().startswith(f"# {load_recipe(dag_id).data['title']}")

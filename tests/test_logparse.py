@@ -51,6 +51,8 @@ def test_paddleseg_lines() -> None:
     assert rec["ips_per_card"] == 3.904
     assert parse_paddleseg_line(SEG_EVAL) == {"type": "eval", "images": 500, "miou": 0.7931, "acc": 0.9612,
                                               "kappa": 0.9487, "dice": 0.8745}
+    best = "2026-11-23 20:10:01 [INFO]\t[EVAL] The model with the best validation mIoU (0.7931) was saved at iter 64000."
+    assert parse_paddleseg_line(best) == {"type": "eval", "best_miou": 0.7931, "best_iter": 64000}
 
 
 @pytest.mark.parametrize(("text", "seconds"), [("0:00:05", 5), ("12:34:56", 45296), ("2 days, 1:00:00", 176400)])

@@ -23,7 +23,15 @@ from npuflow.kinds.base import (
     read_json,
 )
 
-PROGRAMS = {"paddle_detection": "npuflow.programs.paddle_detection_bench"}
+PROGRAMS = {"paddle_detection": "npuflow.programs.paddle_detection_bench",
+            "paddle_segmentation": "npuflow.programs.paddle_segmentation_bench"}
+
+
+def headline(accuracy: dict[str, Any]) -> str:
+    """The program's main score: COCO mAP for detection, mIoU for segmentation."""
+    if "miou" in accuracy:
+        return f"mIoU {accuracy['miou']:.4f}, pixel accuracy {accuracy['pixel_acc']:.4f}"
+    return f"mAP {accuracy['map']:.4f}"
 
 
 class Benchmark(StageKind):
@@ -44,7 +52,7 @@ class Benchmark(StageKind):
             "threads": {"type": ["integer", "string"], "description": "CPU math threads. Default: bench_threads, else 1."},
         },
     }
-    metrics = ("bbox_map", "latency_p50_ms", "latency_p99_ms", "throughput_ips", "size_mb")
+    metrics = ("bbox_map", "miou", "pixel_acc", "latency_p50_ms", "latency_p99_ms", "throughput_ips", "size_mb")
     ui_color = "#ffe3e3"
 
     def command(self, ctx: PlanContext) -> Command:
@@ -75,7 +83,7 @@ class Benchmark(StageKind):
             raise StageRefused(f"stage {run.stage.name}: the benchmark measured no usable latency: {lat}")
         return BenchmarkResult(
             model_stage=model.name, precision=model.result.precision, size_mb=model.result.size_mb, latency_ms=lat,
-            throughput_ips=bench["throughput_ips"], accuracy=bench["coco"],
+            throughput_ips=bench["throughput_ips"], accuracy=bench["accuracy"],
             settings={k: bench[k] for k in ("device", "batch_size", "warmup", "iters", "threads", "images",
                                             "quantize_ops", "program") if k in bench})
 
@@ -83,10 +91,13 @@ class Benchmark(StageKind):
         assert isinstance(result, BenchmarkResult)
         lat = result.latency_ms
         return (f"{result.model_stage} ({result.precision}): p50 {lat['p50']:.2f} ms, p99 {lat['p99']:.2f} ms, "
-                f"{result.throughput_ips:.1f} images/s, mAP {result.accuracy['map']:.4f}")
+                f"{result.throughput_ips:.1f} images/s, {headline(result.accuracy)}")
 
     def measured(self, result: Result) -> dict[str, float]:
         assert isinstance(result, BenchmarkResult)
-        return {"bbox_map": 100.0 * result.accuracy["map"], "latency_p50_ms": result.latency_ms["p50"],
+        acc = result.accuracy
+        scores = {name: 100.0 * acc[key] for name, key in (("bbox_map", "map"), ("miou", "miou"),
+                                                            ("pixel_acc", "pixel_acc")) if key in acc}
+        return {**scores, "latency_p50_ms": result.latency_ms["p50"],
                 "latency_p99_ms": result.latency_ms["p99"], "throughput_ips": result.throughput_ips,
                 "size_mb": result.size_mb}

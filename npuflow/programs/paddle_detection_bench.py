@@ -8,7 +8,6 @@ Timing covers input copy, ``predictor.run()`` and output copy for one batch; dec
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -19,9 +18,7 @@ import cv2  # before paddle: paddle 2.6 bundles its own zlib (FACTS)
 import numpy as np
 import yaml
 
-
-def percentile(values: list[float], q: float) -> float:
-    return float(np.percentile(np.asarray(values, dtype=np.float64), q))
+from npuflow.programs.paddle_inference import bench_arguments, check_arguments, describe, make_predictor, timed, write_result
 
 
 def preprocess(path: Path, ops: list[dict[str, Any]]) -> dict[str, np.ndarray]:
@@ -64,47 +61,6 @@ def preprocess(path: Path, ops: list[dict[str, Any]]) -> dict[str, np.ndarray]:
     return {"image": chw, "im_shape": np.array([chw.shape[2:]], np.float32), "scale_factor": scale[None]}
 
 
-QUANT_OPS = ("quantize_linear", "dequantize_linear")
-
-
-def quantize_ops(program: Path) -> int:
-    """Quantize/dequantize ops in the program: 0 for an FP32 model, many for ACT's INT8 (QDQ) model."""
-    if program.suffix == ".pdmodel":
-        from paddle.base import core
-
-        desc = core.ProgramDesc(program.read_bytes())
-        types = [desc.block(b).op(o).type() for b in range(desc.num_blocks()) for o in range(desc.block(b).op_size())]
-        return sum(t in QUANT_OPS or (t.startswith("fake_") and "quantize" in t) for t in types)
-    text = program.read_text(errors="replace")  # PIR JSON (paddle 3): op names are plain text
-    return sum(text.count(f'"pd_op.{op}"') for op in QUANT_OPS)
-
-
-def make_predictor(model_dir: Path, device: str, threads: int):
-    """A predictor over the exported program. On the CPU both FP32 and INT8 models run on oneDNN, and a
-    quantized model gets oneDNN's INT8 kernels (without them its quantize ops run as FP32 simulation)."""
-    import paddle.inference as pi
-
-    params = model_dir / "model.pdiparams"
-    program = next((p for p in (model_dir / "model.pdmodel", model_dir / "model.json") if p.is_file()), None)
-    if program is None or not params.is_file():
-        raise SystemExit(f"error: {model_dir}: no exported model (model.pdmodel or model.json + model.pdiparams)")
-    quantized = quantize_ops(program)
-    config = pi.Config(str(program), str(params))
-    if device == "gpu":
-        config.enable_use_gpu(256, 0)
-    elif device == "npu":
-        config.enable_custom_device("npu", 0)
-    else:
-        config.disable_gpu()
-        config.set_cpu_math_library_num_threads(threads)
-        config.enable_mkldnn()
-        if quantized:
-            config.enable_mkldnn_int8()
-    config.switch_ir_optim(True)
-    config.enable_memory_optim()
-    return pi.create_predictor(config), program.name, quantized
-
-
 def run_once(predictor, inputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     for name in predictor.get_input_names():
         predictor.get_input_handle(name).copy_from_cpu(inputs[name])
@@ -131,19 +87,8 @@ def coco_map(ann_file: Path, detections: list[dict[str, Any]]) -> dict[str, floa
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--model-dir", type=Path, required=True)
-    p.add_argument("--device", choices=["cpu", "gpu", "npu"], default="cpu")
-    p.add_argument("--dataset-root", type=Path, required=True)
-    p.add_argument("--split", default="val2017")
-    p.add_argument("--warmup", type=int, default=20)
-    p.add_argument("--iters", type=int, default=200)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--out", type=Path, required=True)
-    args = p.parse_args(argv)
-    if args.warmup < 0 or args.iters < 1:
-        raise SystemExit("error: --warmup must be >= 0 and --iters >= 1")
-
+    args = bench_arguments(__doc__, default_split="val2017").parse_args(argv)
+    check_arguments(args)
     cfg = yaml.safe_load((args.model_dir / "infer_cfg.yml").read_text())
     ann_file = args.dataset_root / "annotations" / f"instances_{args.split}.json"
     ann = json.loads(ann_file.read_text())
@@ -168,31 +113,10 @@ def main(argv: list[str] | None = None) -> int:
                                "bbox": [float(x1), float(y1), float(x2 - x1), float(y2 - y1)]})
     accuracy = coco_map(ann_file, detections)
 
-    for i in range(args.warmup):
-        run_once(predictor, inputs[i % len(inputs)])
-    latencies = []
-    started = time.perf_counter()
-    for i in range(args.iters):
-        t = time.perf_counter()
-        run_once(predictor, inputs[i % len(inputs)])
-        latencies.append((time.perf_counter() - t) * 1000)
-    wall = time.perf_counter() - started
-
-    import paddle
-
-    result = {
-        "model_dir": str(args.model_dir), "program": program, "device": args.device,
-        "paddle_version": paddle.__version__, "batch_size": 1, "warmup": args.warmup, "iters": args.iters,
-        "threads": args.threads, "images": len(images), "quantize_ops": quantized,
-        "cpu_backend": "onednn" if args.device == "cpu" else None,
-        "latency_ms": {"p50": percentile(latencies, 50), "p90": percentile(latencies, 90),
-                       "p99": percentile(latencies, 99), "mean": float(np.mean(latencies))},
-        "preprocess_ms_per_image": preprocess_ms,
-        "throughput_ips": args.iters / wall,
-        "coco": {"split": args.split, **accuracy},
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    timing = timed(lambda i: run_once(predictor, inputs[i % len(inputs)]), args.warmup, args.iters)
+    result = {**describe(args, program, quantized, len(images)), **timing,
+              "preprocess_ms_per_image": preprocess_ms, "accuracy": {"split": args.split, **accuracy}}
+    write_result(args.out, result)
     lat = result["latency_ms"]
     print(f"latency p50 {lat['p50']:.2f} ms, p90 {lat['p90']:.2f} ms, p99 {lat['p99']:.2f} ms; "
           f"throughput {result['throughput_ips']:.1f} images/s; COCO mAP {accuracy['map']:.4f} on {args.split}")
