@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import glob
 import json
+import re
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -190,6 +192,30 @@ class _FollowFile(Poller):
             self.consume(line)
 
 
+class _ExpectLine(Poller):
+    """Stops the job when the toolkit has not printed ``pattern`` within ``within_s`` seconds of its start: a
+    toolkit that silently fell back to the CPU must fail in its first minute, not after days of training."""
+
+    def __init__(self, spec: dict[str, Any], proc: StageProcess, log: Log):
+        super().__init__("expect-line", 0.5)
+        self.pattern = re.compile(spec["pattern"])
+        self.within_s = float(spec["within_s"])
+        self.proc, self.log = proc, log
+        self.deadline = time.monotonic() + self.within_s
+        self.seen = threading.Event()
+        self.fired = False
+
+    def check(self, line: str) -> None:
+        if not self.seen.is_set() and self.pattern.search(line):
+            self.seen.set()
+
+    def poll(self) -> None:
+        if not self.seen.is_set() and not self.fired and time.monotonic() > self.deadline:
+            self.fired = True
+            self.log(f"no line matching {self.pattern.pattern!r} within {self.within_s:g} s: stopping the job")
+            self.proc.terminate(10.0)
+
+
 def job_marker(plan: Plan, stage: StageCommand) -> str:
     """The ``NPUFLOW_JOB`` value of this stage's processes on this node (two nodes may share a host)."""
     return f"{plan.dag_id}/{plan.run_id}/{stage.name}/node{plan.device['node_rank']}"
@@ -231,16 +257,22 @@ def execute_stage(plan: Plan, stage: StageCommand, *, log: Log, log_format: str,
     # With a metrics file (MMDetection's log.json) the console is only shown; the file is parsed.
     parse_console = progress is not None and stage.metrics_file is None
 
+    proc = StageProcess(argv, env={**stage.env, **(secret_env or {})}, cwd=stage.cwd,
+                        log_path=stage_dir / "stage.log", tail_lines=100, job=job, watch_ranks=kind.holds_cards)
+    expect = _ExpectLine(stage.expect_line, proc, log) if stage.expect_line else None
+
     def on_line(line: str) -> None:
         log(line)
         if parse_console:
             progress(line)
+        if expect is not None:
+            expect.check(line)
 
-    proc = StageProcess(argv, env={**stage.env, **(secret_env or {})}, cwd=stage.cwd,
-                        log_path=stage_dir / "stage.log", tail_lines=100, job=job, watch_ranks=kind.holds_cards)
     if on_start is not None:
         on_start(proc)
     started = time.time()
+    if expect is not None:
+        expect.start()
     follow = None
     if progress is not None and stage.metrics_file is not None:
         follow = _FollowFile(stage.metrics_file, started - 1, progress)
@@ -250,8 +282,9 @@ def execute_stage(plan: Plan, stage: StageCommand, *, log: Log, log_format: str,
     except FileNotFoundError as exc:
         raise StageRefused(f"stage {stage.name} could not start: {exc}") from exc
     finally:
-        if follow is not None:
-            follow.stop()
+        for poller in (follow, expect):
+            if poller is not None:
+                poller.stop()
         metrics = progress.close() if progress is not None else None
     result: dict[str, Any] = {
         "stage": stage.name, "kind": stage.kind, "attempt": attempt, "argv": argv, "env": stage.env,
@@ -261,6 +294,13 @@ def execute_stage(plan: Plan, stage: StageCommand, *, log: Log, log_format: str,
     if metrics is not None:
         result["metrics"] = metrics
     tail = "\n".join(list(proc.tail)[-40:])
+    if expect is not None and expect.fired:
+        result["summary"] = f"no line matching {expect.pattern.pattern!r} within {expect.within_s:g} s"
+        write_stage_result(stage_dir, result)
+        raise StageRefused(f"stage {stage.name}: the toolkit printed no line matching {expect.pattern.pattern!r} "
+                           f"within {expect.within_s:g} s of its start, so it is not running where the recipe says "
+                           f"(PaddleSeg falls back to the CPU silently when the npu device is missing); stopped",
+                           log_tail=tail)
     if code != 0:
         result["summary"] = f"command {describe_exit(code)}"
         why = ""

@@ -69,6 +69,7 @@ class StageCommand:
     resume: dict[str, Any] | None = None
     free_disk: dict[str, Any] | None = None
     metrics_file: str | None = None
+    expect_line: dict[str, Any] | None = None
     #: The stages this one consumes (the DAG's edges), and which input role each fills.
     needs: list[str] = field(default_factory=list)
     inputs: dict[str, list[str]] = field(default_factory=dict)
@@ -370,6 +371,8 @@ def _stage(plan: Plan, recipe: Recipe, name: str, kind: StageKind, raw: dict[str
         resume=_resume(spec.get("resume"), vs, device, cwd),
         free_disk=_free_disk(spec.get("free_disk"), vs, cwd),
         metrics_file=_abs(vs.render(spec["metrics_file"], "metrics_file"), cwd) if "metrics_file" in spec else None,
+        expect_line={"pattern": vs.render(spec["expect_line"]["pattern"], "expect_line.pattern"),
+                     "within_s": spec["expect_line"]["within_s"]} if "expect_line" in spec else None,
         needs=list(spec.get("needs", [])), inputs=roles,
         settings=_render_tree(ctx.settings, vs, "settings"),
         builtins=builtins, provides=kind.provides(ctx, outputs, cwd),

@@ -135,8 +135,8 @@ def validate_recipe_data(data: Any, source: str) -> None:
             if extra:
                 raise RecipeError(f"{where}: a {kind.name} stage builds its command in code; {extra} are not "
                                   f"allowed (its values go in settings)")
-        if not kind.holds_cards and any(f in stage for f in ("resume", "free_disk")):
-            raise RecipeError(f"{where}: resume and free_disk are for stages that hold cards")
+        if not kind.holds_cards and any(f in stage for f in ("resume", "free_disk", "expect_line")):
+            raise RecipeError(f"{where}: resume, free_disk and expect_line are for stages that hold cards")
         check_schema(stage.get("settings", {}), f"{where}.settings", schema=kind.settings_schema)
     try:
         topological(data["stages"], source)
