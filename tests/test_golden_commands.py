@@ -39,6 +39,10 @@ GOLDEN = [
      "python tools/export.py --config configs/deeplabv3p/deeplabv3p_resnet50_os8_cityscapes_1024x512_80k.yml "
      "--model_path output/deeplabv3p_resnet50/best_model/model.pdparams "
      "--save_dir output/deeplabv3p_resnet50_inference_model"),
+    # seed 001, PaddleInference section (after the seed's wget of cityscapes_demo.png into the checkout).
+    ("deeplabv3p_resnet50_os8_cityscapes_1024x512_80k", "infer", "/opt/PaddleSeg", {},
+     "python deploy/python/infer.py --config output/deeplabv3p_resnet50_inference_model/deploy.yaml "
+     "--image_path ./cityscapes_demo.png --save_dir ./output --device npu"),
     # seed 002, 3.3 multi-card training. Adapted: the seed trains on GPUs (`--gpus 0,1,2,3` with
     # CUDA_VISIBLE_DEVICES); on Ascend the launcher names the cards with --devices and CUDA is not involved.
     ("picodet_s_416_coco_npu_qat", "train", "/opt/PaddleDetection", XCCL,
