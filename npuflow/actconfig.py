@@ -84,8 +84,19 @@ def set_dotted(config: dict[str, Any], key: str, value: Any, source: str) -> Non
     _mapping(node)[last] = value  # type: ignore[index]
 
 
+#: Where the dataset folder goes in a ppdet reader config; a PaddleSeg dataset config says
+#: ``train_dataset.dataset_root`` / ``val_dataset.dataset_root`` (a recipe's ``settings.dataset_fields``).
+PPDET_DATASET_FIELDS = ("TrainDataset.dataset_dir", "EvalDataset.dataset_dir", "TestDataset.dataset_dir")
+
+
+def reader_copy(act_config: Path) -> Path:
+    """Where the per-run copy of the reader config an ACT config names is written (beside the ACT copy)."""
+    return act_config.with_name(f"{act_config.stem}.reader.yml")
+
+
 def write_act_config(template: Path, out: Path, *, cwd: Path, model_dir: str, model_file: str, params_file: str,
-                     reader_config: str | None, dataset_root: str | None, overrides: dict[str, Any]) -> dict[str, Any]:
+                     reader_config: str | None, dataset_root: str | None, overrides: dict[str, Any],
+                     dataset_fields: tuple[str, ...] | list[str] = PPDET_DATASET_FIELDS) -> dict[str, Any]:
     """Write ``out`` from ``template`` for this run; returns the written config. Relative paths inside it are
     relative to ``cwd``, the folder the toolkit's scripts run from (deploy/auto_compression)."""
     config = load_tagged(template)
@@ -98,11 +109,11 @@ def write_act_config(template: Path, out: Path, *, cwd: Path, model_dir: str, mo
     if glob.get("reader_config"):
         reader = load_tagged(cwd / glob["reader_config"])
         if dataset_root is not None:
-            for section in ("TrainDataset", "EvalDataset", "TestDataset"):
-                node = _mapping(reader.get(section)) if isinstance(reader, dict) else None
-                if node is not None:
-                    node["dataset_dir"] = dataset_root
-        glob["reader_config"] = str(dump_tagged(reader, out.with_name(f"{out.stem}.reader.yml")))
+            for field in dataset_fields:  # the sections the reader has (a reader may have no TestDataset)
+                section, _, key = field.rpartition(".")
+                if isinstance(reader, dict) and _mapping(reader.get(section)) is not None:
+                    set_dotted(reader, field, dataset_root, glob["reader_config"])
+        glob["reader_config"] = str(dump_tagged(reader, reader_copy(out)))
     for key, value in overrides.items():  # rendered templates arrive as text: "8" is the number 8
         set_dotted(config, key, yaml.safe_load(value) if isinstance(value, str) else value, str(template))
     dump_tagged(config, out)

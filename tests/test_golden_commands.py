@@ -97,8 +97,11 @@ def test_every_toolkit_stage_is_covered() -> None:
 
 
 # Toolkit stages whose command no seed prints: the PP-YOLOE+ INT8 evaluation (seed 000 has no QAT; the command is
-# deploy/auto_compression's eval.py as for seed 002).
-NOT_FROM_A_SEED = {("ppyoloe_plus_crn_l_80e_coco", "eval_int8")}
+# deploy/auto_compression's eval.py as for seed 002); DeepLabv3+'s compression (seed 001 has none: PaddleSeg's
+# deploy/slim/act/run_seg.py) and the logits export it compresses (seed 001's export with --output_op none).
+NOT_FROM_A_SEED = {("ppyoloe_plus_crn_l_80e_coco", "eval_int8"),
+                   ("deeplabv3p_resnet50_os8_cityscapes_1024x512_80k", "compress"),
+                   ("deeplabv3p_resnet50_os8_cityscapes_1024x512_80k", "export_act")}
 
 
 def test_the_compression_config_points_at_this_runs_export_and_dataset(tmp_path, monkeypatch) -> None:

@@ -3,7 +3,8 @@
 The toolkit's command (``deploy/auto_compression/run.py --config_path ... --save_dir ...``) stays the
 recipe's; this kind writes the per-run copy of the ACT config it reads (``{act_config}``: the recipe's
 ``settings.config`` with ``Global.model_dir`` = the upstream model and the reader at this run's dataset), then
-copies the upstream's ``infer_cfg.yml`` beside the result (ACT does not) and checks the result is quantized.
+copies the upstream's deployment config (``infer_cfg.yml``, ``deploy.yaml``) beside the result (ACT does not)
+and checks the result is quantized.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from npuflow.actconfig import write_act_config
+from npuflow.actconfig import PPDET_DATASET_FIELDS, reader_copy, write_act_config
 from npuflow.errors import StageRefused
 from npuflow.kinds.base import (
     DatasetResult,
@@ -44,6 +45,9 @@ ACT_SETTINGS = {
         "reader_config": {"type": "string",
                           "description": "The ppdet reader config it reads (Global.reader_config), relative to the cwd."},
         "set": {"type": "object", "description": "Dotted keys of the config to override (TrainConfig.train_iter)."},
+        "dataset_fields": {"type": "array", "items": {"type": "string"},
+                           "description": "Dotted keys of the reader config that get the dataset's folder. Default: "
+                                          "ppdet's TrainDataset/EvalDataset/TestDataset.dataset_dir."},
     },
 }
 
@@ -58,7 +62,7 @@ def write_stage_config(stage: StageCommand, model: ModelResult, dataset: Dataset
         template, Path(stage.builtins["act_config"]), cwd=Path(stage.cwd), model_dir=model.model_dir,
         model_file=Path(model.files["model"]).name, params_file=Path(model.files["params"]).name,
         reader_config=settings.get("reader_config"), dataset_root=dataset.root if dataset else None,
-        overrides=settings.get("set", {}))
+        overrides=settings.get("set", {}), dataset_fields=settings.get("dataset_fields", PPDET_DATASET_FIELDS))
 
 
 def quantize_ops(program: Path) -> int:
@@ -74,10 +78,12 @@ class ActConfigStage:
     consumes: ClassVar[dict[str, Role]] = {"model": Role(ModelResult), "dataset": Role(DatasetResult, required=False)}
     settings_schema: ClassVar[dict[str, Any]] = ACT_SETTINGS
     builtins: ClassVar[dict[str, str]] = {
-        "act_config": "this stage's copy of settings.config, pointed at the upstream model and dataset"}
+        "act_config": "this stage's copy of settings.config, pointed at the upstream model and dataset",
+        "act_reader": "this stage's copy of the reader/dataset config, pointed at the dataset (run_seg.py's --config_path)"}
 
     def builtin_values(self, ctx: PlanContext) -> dict[str, str]:
-        return {"act_config": str(ctx.stage_dir / Path(ctx.render(ctx.settings["config"], "settings.config")).name)}
+        config = ctx.stage_dir / Path(ctx.render(ctx.settings["config"], "settings.config")).name
+        return {"act_config": str(config), "act_reader": str(reader_copy(config))}
 
     def before(self, run: RunContext) -> None:
         model, dataset = run.one("model"), run.one("dataset")
@@ -102,9 +108,11 @@ class Compress(ActConfigStage, StageKind):
         assert upstream is not None and isinstance(upstream.result, ModelResult)
         model_dir = Path(outputs["params"]).parent
         files = dict(outputs)
-        source_cfg = upstream.result.files.get("infer_cfg")
-        if source_cfg:  # ACT writes only the program and params; deployment needs the preprocessing too
-            files["infer_cfg"] = shutil.copy2(source_cfg, model_dir / Path(source_cfg).name)
+        # ACT writes only the program and params; deployment needs the preprocessing too (ppdet's infer_cfg.yml,
+        # PaddleSeg's deploy.yaml): every other file the upstream model declared is copied beside them.
+        for name, path in upstream.result.files.items():
+            if name not in ("model", "params") and name not in files:
+                files[name] = shutil.copy2(path, model_dir / Path(path).name)
         ops = quantize_ops(Path(outputs["model"]))
         if ops == 0:
             raise StageRefused(f"stage {run.stage.name}: {outputs['model']} holds no quantize/dequantize ops: "

@@ -30,6 +30,16 @@ class InferenceNet(paddle.nn.Layer):
         return out
 
 
+def drop_dropout(layer: paddle.nn.Layer) -> None:
+    """Replace Dropout layers by the identity they are in eval mode, so the program has no dropout op: the
+    same function, and PaddleSlim's distiller (ACT) cannot merge a program whose dropout op lacks its Mask."""
+    for name, child in list(layer.named_children()):
+        if isinstance(child, (paddle.nn.Dropout, paddle.nn.Dropout2D)):
+            setattr(layer, name, paddle.nn.Identity())
+        else:
+            drop_dropout(child)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--config", required=True)
@@ -42,6 +52,7 @@ def main() -> None:
     model = SegBuilder(cfg).model
     utils.load_entire_model(model, args.model_path)
     model.eval()
+    drop_dropout(model)
     net = InferenceNet(model, args.output_op)
     shape = args.input_shape or [None, 3, None, None]
     static = paddle.jit.to_static(net, input_spec=[paddle.static.InputSpec(shape=shape, dtype="float32", name="x")])

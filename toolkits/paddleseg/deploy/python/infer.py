@@ -15,7 +15,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[4]))  # the project, for npuflow.programs
 
 from npuflow.programs.paddle_inference import make_predictor
-from npuflow.programs.paddle_segmentation_bench import preprocess
+from npuflow.programs.paddle_segmentation_bench import class_map, preprocess
 
 
 def palette(classes: int = 256) -> np.ndarray:
@@ -52,8 +52,8 @@ def main() -> None:
         predictor.get_input_handle(predictor.get_input_names()[0]).copy_from_cpu(
             preprocess(image, deploy.get("transforms", [])))
         predictor.run()
-        pred = predictor.get_output_handle(predictor.get_output_names()[0]).copy_to_cpu()
-        classes = pred.reshape(pred.shape[-2:]).astype(np.uint8)
+        classes = class_map(predictor.get_output_handle(predictor.get_output_names()[0]).copy_to_cpu())
+        classes = classes.astype(np.uint8)
         out = Path(args.save_dir) / f"{image.stem}.png"
         cv2.imwrite(str(out), cv2.cvtColor(colours[classes], cv2.COLOR_RGB2BGR))
         print(f"The segmentation of {image} is saved in {out}")
