@@ -221,6 +221,12 @@ class StageKind:
         return {}
 
 
+def model_dir_provided(outputs: dict[str, list[str]], cwd: str) -> dict[str, str]:
+    """A model-producing stage's plan-time ``model_dir``: the folder of its declared ``params`` output."""
+    params = outputs.get("params")
+    return {"model_dir": str((Path(cwd) / params[0]).parent)} if params else {}
+
+
 def read_json(path: Path, what: str) -> dict[str, Any]:
     """A file the command had to write; missing or unreadable is not something a retry fixes."""
     try:

@@ -25,6 +25,7 @@ from npuflow.kinds.base import (
     RunContext,
     StageKind,
     files_mb,
+    model_dir_provided,
 )
 
 if TYPE_CHECKING:
@@ -100,8 +101,7 @@ class Compress(ActConfigStage, StageKind):
     ui_color = "#fff3bf"
 
     def provides(self, ctx: PlanContext, outputs: dict[str, list[str]], cwd: str) -> dict[str, str]:
-        params = outputs.get("params")
-        return {"model_dir": str((Path(cwd) / params[0]).parent)} if params else {}
+        return model_dir_provided(outputs, cwd)
 
     def collect(self, run: RunContext, outputs: dict[str, str], metrics: Any) -> ModelResult:
         upstream = run.one("model")

@@ -14,6 +14,7 @@ from npuflow.kinds.base import (
     StageKind,
     TrainResult,
     files_mb,
+    model_dir_provided,
 )
 
 
@@ -26,10 +27,7 @@ class Export(StageKind):
     ui_color = "#e5dbff"
 
     def provides(self, ctx: PlanContext, outputs: dict[str, list[str]], cwd: str) -> dict[str, str]:
-        params = outputs.get("params")
-        if not params:
-            return {}
-        return {"model_dir": str((Path(cwd) / params[0]).parent)}
+        return model_dir_provided(outputs, cwd)
 
     def collect(self, run: RunContext, outputs: dict[str, str], metrics: Any) -> ModelResult:
         return ModelResult(model_dir=str(Path(outputs["params"]).parent), files=outputs, precision="fp32",
