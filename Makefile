@@ -58,6 +58,7 @@ bench: $(STAMP)
 	$(PY) bench/log_streaming.py
 	$(PY) bench/trigger_latency.py
 	$(PY) bench/compression.py
+	$(PY) bench/compression.py --dag deeplabv3p_resnet50_os8_cityscapes_1024x512_80k
 
 # The embedded default's Airflow services on 127.0.0.1 (UI + REST on port 8080 unless PORT=...).
 up: $(STAMP)

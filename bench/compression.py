@@ -1,6 +1,7 @@
 """QAT compression on the smoke set: INT8 / FP32 latency, the mAP delta, and ACT's wall time.
 
-    .venv/bin/python bench/compression.py [--dag picodet_s_416_coco_npu_qat] [--iters 200]
+    .venv/bin/python bench/compression.py [--dag picodet_s_416_coco_npu_qat | deeplabv3p_resnet50_os8_cityscapes_1024x512_80k]
+                                          [--iters 200]
 
 Runs the DAG's smoke stages through ``execute_stage`` (the code the operator runs): dataset, training, export,
 PaddleSlim ACT on that export, then the same benchmark program, data and settings on the FP32 export and on
@@ -57,9 +58,12 @@ def main() -> None:
               f"INT8 / FP32 = {int8['latency_ms'][key] / fp32['latency_ms'][key]:.3f}")
     print(f"throughput: FP32 {fp32['throughput_ips']:.1f}, INT8 {int8['throughput_ips']:.1f} images/s, "
           f"INT8 / FP32 = {int8['throughput_ips'] / fp32['throughput_ips']:.3f}")
-    print(f"COCO mAP: FP32 {fp32['accuracy']['map']:.4f}, INT8 {int8['accuracy']['map']:.4f}, "
-          f"delta {100 * (int8['accuracy']['map'] - fp32['accuracy']['map']):+.2f} points; "
-          f"eval.py on INT8: {results['eval_int8']['result']['bbox_map']:.4f}")
+    score = "miou" if "miou" in fp32["accuracy"] else "map"
+    evaluated = (f"; eval.py on INT8: {results['eval_int8']['result']['bbox_map']:.4f}"
+                 if "eval_int8" in results else "")
+    print(f"{'mIoU' if score == 'miou' else 'COCO mAP'}: FP32 {fp32['accuracy'][score]:.4f}, "
+          f"INT8 {int8['accuracy'][score]:.4f}, "
+          f"delta {100 * (int8['accuracy'][score] - fp32['accuracy'][score]):+.2f} points{evaluated}")
     print(f"weights (params file): FP32 {fp32['size_mb']:.3f} MB, INT8 {int8['size_mb']:.3f} MB, "
           f"INT8 / FP32 = {int8['size_mb'] / fp32['size_mb']:.3f}")
     faster = int8["latency_ms"]["p50"] < fp32["latency_ms"]["p50"]
