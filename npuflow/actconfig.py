@@ -73,15 +73,18 @@ def _mapping(node: Any) -> dict[str, Any] | None:
     return node if isinstance(node, dict) else None
 
 
-def set_dotted(config: dict[str, Any], key: str, value: Any, source: str) -> None:
-    """``TrainConfig.train_iter`` = value; every part but the last must already be a mapping."""
+def set_dotted(config: dict[str, Any], key: str, value: Any, source: str, *, if_present: bool = False) -> None:
+    """``TrainConfig.train_iter`` = value; every part but the last must already be a mapping. With
+    ``if_present`` a missing section is skipped instead (a reader config may have no TestDataset)."""
     *parents, last = key.split(".")
-    node: Any = config
+    node = _mapping(config)
     for part in parents:
-        node = _mapping(node.get(part)) if _mapping(node) is not None else None
-        if node is None:
-            raise StageRefused(f"{source}: cannot set {key}: {part!r} is not a section of the config")
-    _mapping(node)[last] = value  # type: ignore[index]
+        node = _mapping(node.get(part)) if node is not None else None
+    if node is None:
+        if if_present:
+            return
+        raise StageRefused(f"{source}: cannot set {key}: {'.'.join(parents)!r} is not a section of the config")
+    node[last] = value
 
 
 #: Where the dataset folder goes in a ppdet reader config; a PaddleSeg dataset config says
@@ -109,10 +112,8 @@ def write_act_config(template: Path, out: Path, *, cwd: Path, model_dir: str, mo
     if glob.get("reader_config"):
         reader = load_tagged(cwd / glob["reader_config"])
         if dataset_root is not None:
-            for field in dataset_fields:  # the sections the reader has (a reader may have no TestDataset)
-                section, _, key = field.rpartition(".")
-                if isinstance(reader, dict) and _mapping(reader.get(section)) is not None:
-                    set_dotted(reader, field, dataset_root, glob["reader_config"])
+            for field in dataset_fields:
+                set_dotted(reader, field, dataset_root, glob["reader_config"], if_present=True)
         glob["reader_config"] = str(dump_tagged(reader, reader_copy(out)))
     for key, value in overrides.items():  # rendered templates arrive as text: "8" is the number 8
         set_dotted(config, key, yaml.safe_load(value) if isinstance(value, str) else value, str(template))

@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from npuflow.errors import EXIT_NOT_RETRYABLE, StageError, StageFailed, StageRefused, cause_line
 from npuflow.failures import find_failing_rank
@@ -216,6 +216,13 @@ class _ExpectLine(Poller):
             self.proc.terminate(10.0)
 
 
+def _fail(stage_dir: Path, result: dict[str, Any], error: StageError) -> NoReturn:
+    """Record the failure in result.json (its summary is the error's cause) and raise it."""
+    result["summary"] = error.cause.removeprefix(f"stage {result['stage']}: ")
+    write_stage_result(stage_dir, result)
+    raise error
+
+
 def job_marker(plan: Plan, stage: StageCommand) -> str:
     """The ``NPUFLOW_JOB`` value of this stage's processes on this node (two nodes may share a host)."""
     return f"{plan.dag_id}/{plan.run_id}/{stage.name}/node{plan.device['node_rank']}"
@@ -295,14 +302,13 @@ def execute_stage(plan: Plan, stage: StageCommand, *, log: Log, log_format: str,
         result["metrics"] = metrics
     tail = "\n".join(list(proc.tail)[-40:])
     if expect is not None and expect.fired:
-        result["summary"] = f"no line matching {expect.pattern.pattern!r} within {expect.within_s:g} s"
-        write_stage_result(stage_dir, result)
-        raise StageRefused(f"stage {stage.name}: the toolkit printed no line matching {expect.pattern.pattern!r} "
-                           f"within {expect.within_s:g} s of its start, so it is not running where the recipe says "
-                           f"(PaddleSeg falls back to the CPU silently when the npu device is missing); stopped",
-                           log_tail=tail)
+        reason = stage.expect_line.get("reason")
+        _fail(stage_dir, result, StageRefused(
+            f"stage {stage.name}: the toolkit printed no line matching {expect.pattern.pattern!r} within "
+            f"{expect.within_s:g} s of its start, so it is not running where the recipe says"
+            f"{f' ({reason})' if reason else ''}; stopped", log_tail=tail))
     if code != 0:
-        result["summary"] = f"command {describe_exit(code)}"
+        result["summary"] = f"command {describe_exit(code)}"  # what result.json says if the kind adds nothing
         why = ""
         if kind.holds_cards:
             # paddle.distributed.launch's default --log_dir is "log" in its working directory.
@@ -316,31 +322,26 @@ def execute_stage(plan: Plan, stage: StageCommand, *, log: Log, log_format: str,
         try:
             kind.collect_failure(run, code)
         except StageError as exc:
-            result["summary"] = exc.cause.removeprefix(f"stage {stage.name}: ")
-            raise
-        finally:
-            write_stage_result(stage_dir, result)
+            _fail(stage_dir, result, exc)
         cause = cause_line(proc.tail)
         error = StageRefused if code == EXIT_NOT_RETRYABLE else StageFailed
         headline = f"stage {stage.name}: " + (cause or f"command {describe_exit(code)}{why}")
-        raise error(headline, detail=f"command {describe_exit(code)}{why}" if cause else "", log_tail=tail)
+        _fail(stage_dir, result, error(headline, detail=f"command {describe_exit(code)}{why}" if cause else "",
+                                       log_tail=tail))
 
     outputs = _existing(stage)
     missing = _missing(stage, outputs)
     result["outputs"] = outputs
     if missing:
-        result["summary"] = f"left no {', '.join(missing)}"
-        write_stage_result(stage_dir, result)
-        raise StageRefused(f"stage {stage.name}: command succeeded but left no {', '.join(missing)}", log_tail=tail)
+        _fail(stage_dir, result, StageRefused(
+            f"stage {stage.name}: command succeeded but left no {', '.join(missing)}", log_tail=tail))
     # c10d assigns ranks in rendezvous order: global rank 0 (which logs the steps) may be on any node.
     ranks_here = {rank for rank, _ in proc.watch.ranks.values()} if proc.watch else set()
     run.hosts_rank0 = not ranks_here or "0" in ranks_here
     try:
         typed = kind.collect(run, outputs, metrics)
     except StageError as exc:
-        result["summary"] = exc.cause.removeprefix(f"stage {stage.name}: ")
-        write_stage_result(stage_dir, result)
-        raise
+        _fail(stage_dir, result, exc)
     result.update(ok=True, summary=kind.summary(typed) if typed is not None else "ok",
                   result=typed.to_dict() if typed is not None else None)
     write_stage_result(stage_dir, result)

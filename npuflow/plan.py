@@ -348,7 +348,7 @@ def _stage(plan: Plan, recipe: Recipe, name: str, kind: StageKind, raw: dict[str
     vs = _Vars({**raw, "stage_dir": _Literal(stage_dir)}, where)
     built = {s.name: s for s in plan.stages}
     roles = recipe.inputs[name]
-    ctx = PlanContext(plan=plan, name=name, spec=spec, settings=spec.get("settings", {}), stage_dir=stage_dir,
+    ctx = PlanContext(plan=plan, settings=spec.get("settings", {}), stage_dir=stage_dir,
                       inputs={role: [Upstream(n, built[n]) for n in names] for role, names in roles.items()},
                       render=lambda value, what: vs.render(value, what) if isinstance(value, str) else value)
     builtins = kind.builtin_values(ctx)
@@ -371,8 +371,7 @@ def _stage(plan: Plan, recipe: Recipe, name: str, kind: StageKind, raw: dict[str
         resume=_resume(spec.get("resume"), vs, device, cwd),
         free_disk=_free_disk(spec.get("free_disk"), vs, cwd),
         metrics_file=_abs(vs.render(spec["metrics_file"], "metrics_file"), cwd) if "metrics_file" in spec else None,
-        expect_line={"pattern": vs.render(spec["expect_line"]["pattern"], "expect_line.pattern"),
-                     "within_s": spec["expect_line"]["within_s"]} if "expect_line" in spec else None,
+        expect_line=_render_tree(spec["expect_line"], vs, "expect_line") if "expect_line" in spec else None,
         needs=list(spec.get("needs", [])), inputs=roles,
         settings=_render_tree(ctx.settings, vs, "settings"),
         builtins=builtins, provides=kind.provides(ctx, outputs, cwd),

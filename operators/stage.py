@@ -51,7 +51,7 @@ class RecipeStageOperator(BaseOperator):
         self.stage = stage
         self.stage_kind = stage_kind
         self.kill_grace_s = kill_grace_s
-        self.ui_color = kind(stage_kind).ui_color
+        self.ui_color = self.kind.ui_color
         self._proc: StageProcess | None = None
 
     @cached_property

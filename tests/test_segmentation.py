@@ -23,11 +23,13 @@ def test_a_training_whose_log_never_shows_the_device_is_stopped_and_refused(tmp_
     """The stand-in logs "Set device: cpu", as PaddleSeg does after falling back; the guard wants npu."""
     plan = _prepared(_plan(tmp_path, DEEPLAB, {"iters": 400}))
     stage = plan.stage("train")
-    assert stage.expect_line == {"pattern": r"Set device: cpu\b", "within_s": 60}  # the smoke profile's own
-    stage.expect_line = {"pattern": r"Set device: npu\b", "within_s": 15}
+    reason = "PaddleSeg falls back to the CPU silently when the cpu device is missing"
+    assert stage.expect_line == {"pattern": r"Set device: cpu\b", "within_s": 60, "reason": reason}  # the profile's
+    stage.expect_line = {"pattern": r"Set device: npu\b", "within_s": 15, "reason": "the npu device is missing"}
     lines: list[str] = []
     started = time.monotonic()
-    with pytest.raises(StageRefused, match=r"printed no line matching 'Set device: npu\\\\b' within 15 s"):
+    with pytest.raises(StageRefused, match=r"printed no line matching 'Set device: npu\\\\b' within 15 s of its start, "
+                                           r"so it is not running where the recipe says \(the npu device is missing\)"):
         _run(plan, "train", log=lines.append)
     assert time.monotonic() - started < 45
     assert any("Set device: cpu" in line for line in lines)  # the real log line the guard did not accept

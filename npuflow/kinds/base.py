@@ -123,8 +123,6 @@ class PlanContext(_Inputs):
     """What a kind may use to build its command: the plan so far, its own settings, its upstreams by role."""
 
     plan: Plan
-    name: str
-    spec: dict[str, Any]
     settings: dict[str, Any]
     stage_dir: Path
     inputs: dict[str, list[Upstream]]

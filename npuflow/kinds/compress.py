@@ -27,15 +27,13 @@ from npuflow.kinds.base import (
     files_mb,
     model_dir_provided,
 )
+from npuflow.paddle_program import quantize_ops
 
 if TYPE_CHECKING:
     from npuflow.plan import StageCommand
 
 # ACT's own last word: "==> The metric of final model is 0.2841"
 _FINAL_METRIC = re.compile(r"==> The metric of final model is (-?[0-9.]+)")
-# In a saved Paddle program (ProgramDesc protobuf) an op's type is OpDesc field 3, a length-prefixed string:
-# tag 0x1a, the length, the name. PIR JSON (paddle 3) names ops "pd_op.<type>".
-_QUANT_OPS = re.compile(rb"\x1a\x0fquantize_linear|\x1a\x11dequantize_linear|\"pd_op\.(?:de)?quantize_linear\"")
 
 ACT_SETTINGS = {
     "type": "object",
@@ -64,11 +62,6 @@ def write_stage_config(stage: StageCommand, model: ModelResult, dataset: Dataset
         model_file=Path(model.files["model"]).name, params_file=Path(model.files["params"]).name,
         reader_config=settings.get("reader_config"), dataset_root=dataset.root if dataset else None,
         overrides=settings.get("set", {}), dataset_fields=settings.get("dataset_fields", PPDET_DATASET_FIELDS))
-
-
-def quantize_ops(program: Path) -> int:
-    """Quantize/dequantize ops in a saved program (their op type strings): 0 for an FP32 model."""
-    return len(_QUANT_OPS.findall(program.read_bytes()))
 
 
 class ActConfigStage:

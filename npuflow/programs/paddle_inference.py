@@ -14,24 +14,11 @@ from typing import Any
 
 import numpy as np
 
+from npuflow.paddle_program import quantize_ops
+
 
 def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values, dtype=np.float64), q))
-
-
-QUANT_OPS = ("quantize_linear", "dequantize_linear")
-
-
-def quantize_ops(program: Path) -> int:
-    """Quantize/dequantize ops in the program: 0 for an FP32 model, many for ACT's INT8 (QDQ) model."""
-    if program.suffix == ".pdmodel":
-        from paddle.base import core
-
-        desc = core.ProgramDesc(program.read_bytes())
-        types = [desc.block(b).op(o).type() for b in range(desc.num_blocks()) for o in range(desc.block(b).op_size())]
-        return sum(t in QUANT_OPS or (t.startswith("fake_") and "quantize" in t) for t in types)
-    text = program.read_text(errors="replace")  # PIR JSON (paddle 3): op names are plain text
-    return sum(text.count(f'"pd_op.{op}"') for op in QUANT_OPS)
 
 
 def make_predictor(model_dir: Path, device: str, threads: int):
