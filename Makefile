@@ -74,8 +74,9 @@ clean:
 lock:
 	rm -rf /tmp/npuflow-lock && $(PYTHON) -m venv /tmp/npuflow-lock
 	/tmp/npuflow-lock/bin/pip install -q "apache-airflow==3.3.2" apache-airflow-providers-standard \
-	  "paddlepaddle==2.6.2" "paddledet==2.6.0" "paddleseg==2.8.0" "numpy<1.24" pycocotools pytest ruff wheel \
-	  "torch==2.13.0" "setuptools<81" selenium apache-airflow-client
+	  "paddlepaddle==2.6.2" "paddledet==2.6.0" "paddleseg==2.8.0" "numpy==1.23.5" pycocotools pytest ruff wheel \
+	  "torch==2.14.1" "torchvision==0.29.1" "onnx==1.23.2" "onnxruntime==1.32.0" "faster-coco-eval==1.8.0" \
+	  "setuptools<81" selenium apache-airflow-client
 	/tmp/npuflow-lock/bin/pip check
 	# cityscapesscripts declares the py2-only "typing" backport: install it and its real imports without deps.
 	/tmp/npuflow-lock/bin/pip install -q --no-deps cityscapesscripts==2.3.0 pyquaternion==0.9.9
