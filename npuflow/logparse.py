@@ -34,6 +34,15 @@ def parse_eta(text: str) -> float:
     return days * 86400 + h * 3600 + m * 60 + s
 
 
+def _coco_summary_line(line: str) -> Record | None:
+    """A line of COCOeval's table (pycocotools and faster-coco-eval print the same): AP, AP50, AP75."""
+    m = _COCO_AP.search(line)
+    if m:
+        key = {"0.50:0.95": "bbox_map", "0.50": "bbox_ap50", "0.75": "bbox_ap75"}[m["iou"]]
+        return {"type": "eval", key: float(m["v"])}
+    return None
+
+
 def parse_ppdet_line(line: str) -> Record | None:
     m = _PPDET_TRAIN.search(line)
     if m:
@@ -52,10 +61,9 @@ def parse_ppdet_line(line: str) -> Record | None:
             elif key in ("batch_cost", "data_cost"):
                 rec[key] = float(value)
         return rec
-    m = _COCO_AP.search(line)
-    if m:
-        key = {"0.50:0.95": "bbox_map", "0.50": "bbox_ap50", "0.75": "bbox_ap75"}[m["iou"]]
-        return {"type": "eval", key: float(m["v"])}
+    rec = _coco_summary_line(line)
+    if rec:
+        return rec
     m = _PPDET_BEST.search(line)
     if m:
         return {"type": "eval", f"best_{m['key']}_{m['func']}": float(m["v"])}
@@ -115,7 +123,7 @@ _YOLOR_KV = re.compile(rf"\[(?P<key>[A-Za-z_][A-Za-z0-9_]*):\s*(?P<value>{_NUM})
 def parse_yolor_line(line: str) -> Record | None:
     m = _YOLOR_TRAIN.search(line)
     if not m:
-        return None
+        return _coco_summary_line(line)  # test.py --save-json after the last epoch
     rec: Record = {"type": "train", "epoch": int(m["epoch"]), "iter": int(m["iter"]),
                    "iters_per_epoch": int(m["iters"]), "losses": {}}
     for kv in _YOLOR_KV.finditer(m["rest"]):
@@ -182,6 +190,19 @@ def parser_for(log_format: str) -> Callable[[str], Record | None]:
         raise ValueError(f"no parser for log format {log_format!r} yet; have {sorted(PARSERS)}") from None
 
 
+def mean_step_time(step_times: list[float]) -> float | None:
+    """Mean seconds per logged step, the first (start-up: graph build, first batch) left out when there are more."""
+    kept = step_times[1:] if len(step_times) > 1 else step_times
+    return sum(kept) / len(kept) if kept else None
+
+
+def calc_fps(step_time_s: float, world_size: int, batch_per_card: int) -> float:
+    """Training images/s as the SSD port's ``calc_fps.py <log.json> <world_size> <batch_per_card>`` reports it:
+    every card takes ``batch_per_card`` images per step, so world_size x batch_per_card over the mean step
+    ``time`` of the log.json's train lines."""
+    return world_size * batch_per_card / step_time_s
+
+
 class MetricsSummary:
     """Folds records into what the report and XCom need: last/min loss, throughput, eval metrics."""
 
@@ -194,6 +215,7 @@ class MetricsSummary:
         self.ips: list[float] = []
         self.eval: dict[str, float] = {}
         self.evals = 0
+        self.step_times: list[float] = []
 
     def add(self, rec: Record) -> Record:
         """Record ``rec`` and return it enriched with global throughput."""
@@ -208,6 +230,8 @@ class MetricsSummary:
             if "ips_per_card" in rec:
                 rec["ips_global"] = rec["ips_per_card"] * self.world_size
                 self.ips.append(rec["ips_global"])
+            if "batch_cost" in rec:
+                self.step_times.append(rec["batch_cost"])
             self.last = rec
         else:
             if "bbox_map" in rec or "miou" in rec:
@@ -228,6 +252,7 @@ class MetricsSummary:
             "non_finite_losses": self.non_finite_losses,
             "losses_finite": self.train_steps > 0 and self.non_finite_losses == 0,
             "ips_global_median": steady[len(steady) // 2] if steady else None,
+            "step_time_mean_s": mean_step_time(self.step_times),
             "world_size": self.world_size,
             "eval": dict(self.eval),
         }

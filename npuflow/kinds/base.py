@@ -131,6 +131,10 @@ class PlanContext(_Inputs):
     def var(self, name: str) -> str:
         return self.plan.variables[name]
 
+    def setting(self, key: str, default: Any = None) -> Any:
+        """A setting of the stage with its templates rendered (``"{adapter}"`` -> the var's value)."""
+        return self.render(self.settings[key], f"settings.{key}") if key in self.settings else default
+
 
 @dataclass
 class RunContext(_Inputs):

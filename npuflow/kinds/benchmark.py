@@ -24,7 +24,8 @@ from npuflow.kinds.base import (
 )
 
 PROGRAMS = {"paddle_detection": "npuflow.programs.paddle_detection_bench",
-            "paddle_segmentation": "npuflow.programs.paddle_segmentation_bench"}
+            "paddle_segmentation": "npuflow.programs.paddle_segmentation_bench",
+            "onnx_detection": "npuflow.programs.onnx_detection_bench"}
 
 
 def headline(accuracy: dict[str, Any]) -> str:

@@ -27,7 +27,7 @@ from npuflow.kinds.base import (
     files_mb,
     model_dir_provided,
 )
-from npuflow.paddle_program import quantize_ops
+from npuflow.model_ops import quantize_ops
 
 if TYPE_CHECKING:
     from npuflow.plan import StageCommand

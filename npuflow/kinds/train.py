@@ -6,6 +6,7 @@ from typing import Any
 
 from npuflow.errors import StageRefused
 from npuflow.kinds.base import Result, Role, RunContext, StageKind, TrainResult, ValidationResult
+from npuflow.logparse import calc_fps
 
 
 class Train(StageKind):
@@ -17,6 +18,17 @@ class Train(StageKind):
     produces = TrainResult
     consumes = {"validation": Role(ValidationResult, required=False)}
     metrics = ("train_ips", "eval_bbox_map", "eval_miou")
+    settings_schema = {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "batch_per_card": {
+                "type": ["integer", "string"],
+                "description": "Images per card and step. For a log without a throughput field (MMDetection's "
+                               "log.json), training images/s is then computed from the step times as the SSD port's "
+                               "calc_fps.py <log.json> <world_size> <batch_per_card> does."},
+        },
+    }
     ui_color = "#d3f9d8"
 
     def collect(self, run: RunContext, outputs: dict[str, str], metrics: dict[str, Any] | None) -> TrainResult:
@@ -29,6 +41,9 @@ class Train(StageKind):
             if not metrics["losses_finite"]:
                 raise StageRefused(f"stage {run.stage.name}: {metrics['non_finite_losses']} step(s) logged a "
                                    f"non-finite loss")
+            batch = run.stage.settings.get("batch_per_card")
+            if batch and metrics.get("step_time_mean_s"):
+                metrics["calc_fps"] = calc_fps(metrics["step_time_mean_s"], metrics["world_size"], int(batch))
         return TrainResult(metrics=metrics or {}, outputs=outputs)
 
     def summary(self, result: Result | None) -> str:
@@ -45,6 +60,8 @@ class Train(StageKind):
         m, out = result.metrics, {}
         if m.get("ips_global_median") is not None:
             out["train_ips"] = m["ips_global_median"]
+        elif m.get("calc_fps") is not None:
+            out["train_ips"] = m["calc_fps"]
         if "bbox_map" in m.get("eval", {}):
             out["eval_bbox_map"] = 100.0 * m["eval"]["bbox_map"]
         if "miou" in m.get("eval", {}):

@@ -18,7 +18,8 @@ import cv2  # before paddle: paddle 2.6 bundles its own zlib (FACTS)
 import numpy as np
 import yaml
 
-from npuflow.programs.paddle_inference import bench_arguments, check_arguments, describe, make_predictor, timed, write_result
+from npuflow.programs.bench_common import bench_arguments, check_arguments, timed, write_result
+from npuflow.programs.paddle_inference import describe, make_predictor
 
 
 def preprocess(path: Path, ops: list[dict[str, Any]]) -> dict[str, np.ndarray]:

@@ -1,0 +1,87 @@
+"""Benchmark an ONNX detector with onnxruntime: latency, throughput and COCO mAP on the val split.
+
+Runs under the toolkit's interpreter (onnxruntime, numpy, PIL, faster-coco-eval; no torch), never inside Airflow.
+The model describes itself (``npuflow.img_size``, ``npuflow.categories`` in its metadata, written by the
+export), and images are prepared exactly as the PyTorch programs prepare them (npuflow/detdata.py), so FP32
+and INT8 models go through the same preprocessing and scoring. Timing covers ``session.run()`` for one image.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from npuflow.cocoeval import coco_stats
+from npuflow.detdata import load_rgb, to_coco
+from npuflow.errors import EXIT_NOT_RETRYABLE
+from npuflow.model_ops import quantize_ops
+from npuflow.programs.bench_common import bench_arguments, check_arguments, timed, write_result
+
+PROVIDERS = {"cpu": "CPUExecutionProvider", "gpu": "CUDAExecutionProvider", "npu": "CANNExecutionProvider"}
+
+
+def session(model: Path, device: str, threads: int) -> Any:
+    import onnxruntime as ort
+
+    provider = PROVIDERS[device]
+    if provider not in ort.get_available_providers():
+        raise SystemExit(f"error: this onnxruntime has no {provider} (it has {ort.get_available_providers()})")
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL  # fuses QDQ pairs into INT8 kernels
+    return ort.InferenceSession(str(model), opts, providers=[provider])
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = bench_arguments(__doc__, default_split="val2017").parse_args(argv)
+    check_arguments(args)
+    model = args.model_dir / "model.onnx"
+    if not model.is_file():
+        print(f"error: {args.model_dir}: no model.onnx", file=sys.stderr)
+        return EXIT_NOT_RETRYABLE
+    import onnxruntime as ort
+
+    sess = session(model, args.device, args.threads)
+    meta = {k.removeprefix("npuflow."): json.loads(v)
+            for k, v in sess.get_modelmeta().custom_metadata_map.items() if k.startswith("npuflow.")}
+    if "img_size" not in meta or "categories" not in meta:
+        print(f"error: {model} has no npuflow.img_size/npuflow.categories metadata: export it with "
+              f"npuflow.programs.torch_export", file=sys.stderr)
+        return EXIT_NOT_RETRYABLE
+    size = tuple(meta["img_size"])
+    ann_file = args.dataset_root / "annotations" / f"instances_{args.split}.json"
+    images = sorted(json.loads(ann_file.read_text())["images"], key=lambda im: im["id"])
+    if not images:
+        raise SystemExit(f"{ann_file}: no images to benchmark on")
+    inputs, scales = [], []
+    for im in images:
+        rgb, (w0, h0) = load_rgb(args.dataset_root / args.split / im["file_name"], size)
+        inputs.append({"images": np.ascontiguousarray(rgb.transpose(2, 0, 1)[None])})
+        scales.append((w0 / size[1], h0 / size[0]))
+
+    detections = []  # accuracy pass over the whole split (untimed)
+    for im, feed, scale in zip(images, inputs, scales, strict=True):
+        boxes, scores, labels = sess.run(None, feed)
+        detections += to_coco(boxes, scores, labels, im["id"], scale, meta["categories"])
+    stats = coco_stats(ann_file, detections)
+
+    timing = timed(lambda i: sess.run(None, inputs[i % len(inputs)]), args.warmup, args.iters)
+    result = {"model_dir": str(args.model_dir), "program": model.name, "device": args.device,
+              "onnxruntime_version": ort.__version__, "provider": PROVIDERS[args.device], "batch_size": 1,
+              "warmup": args.warmup, "iters": args.iters, "threads": args.threads, "images": len(images),
+              "quantize_ops": quantize_ops(model), **timing,
+              "accuracy": {"split": args.split, "map": stats["bbox_mAP"], "ap50": stats["bbox_mAP_50"],
+                           "detections": len(detections), "coco_stats": stats}}
+    write_result(args.out, result)
+    lat = result["latency_ms"]
+    print(f"latency p50 {lat['p50']:.2f} ms, p90 {lat['p90']:.2f} ms, p99 {lat['p99']:.2f} ms; throughput "
+          f"{result['throughput_ips']:.1f} images/s; COCO mAP {stats['bbox_mAP']:.4f} on {args.split}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

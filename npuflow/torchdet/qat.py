@@ -1,0 +1,63 @@
+"""Quantization-aware training: fake-quant modules on the backbone, then a QDQ ONNX graph.
+
+Chosen deliberately: ``torch.ao.quantization``'s FX graph mode (``prepare_qat_fx``), although it is deprecated
+in favour of torchao's PT2E flow. It ships with the torch we pin (no second package whose compatibility with
+torch 2.14.1 is unmeasured), it prepares the backbone of a torchvision detector in place (PT2E needs a
+``torch.export`` capture of the module first, which the detectors' data-dependent post-processing refuses),
+it trains under DDP like any module, and its ``FakeQuantize`` modules export through the legacy ONNX exporter as
+QuantizeLinear/DequantizeLinear pairs, the format onnxruntime runs as INT8. Moving to PT2E touches only this
+file. The scheme matches onnxruntime's QDQ defaults: activations U8 per tensor (affine), weights S8 per output
+channel (symmetric).
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+from torch import nn
+
+
+def _qconfig_mapping():
+    from torch.ao.quantization import (
+        FakeQuantize,
+        MovingAverageMinMaxObserver,
+        MovingAveragePerChannelMinMaxObserver,
+        QConfig,
+        QConfigMapping,
+    )
+
+    act = FakeQuantize.with_args(observer=MovingAverageMinMaxObserver, quant_min=0, quant_max=255,
+                                 dtype=torch.quint8, qscheme=torch.per_tensor_affine)
+    weight = FakeQuantize.with_args(observer=MovingAveragePerChannelMinMaxObserver, quant_min=-128, quant_max=127,
+                                    dtype=torch.qint8, qscheme=torch.per_channel_symmetric, ch_axis=0)
+    return QConfigMapping().set_global(QConfig(activation=act, weight=weight))
+
+
+def prepare(model: nn.Module, target: str, img_size: tuple[int, int]) -> int:
+    """Replace ``model.<target>`` by its fake-quantized FX graph (train mode); returns the fake-quant count."""
+    from torch.ao.quantization.quantize_fx import prepare_qat_fx
+
+    parent_name, _, leaf = target.rpartition(".")
+    parent = model.get_submodule(parent_name) if parent_name else model
+    sub = getattr(parent, leaf)
+    sub.train()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the deprecation notice, once per observer
+        prepared = prepare_qat_fx(sub, _qconfig_mapping(), (torch.rand(1, 3, *img_size),))
+    setattr(parent, leaf, prepared)
+    return fake_quant_count(model)
+
+
+def fake_quant_count(model: nn.Module) -> int:
+    from torch.ao.quantization import FakeQuantizeBase
+
+    return sum(isinstance(m, FakeQuantizeBase) for m in model.modules())
+
+
+def freeze(model: nn.Module) -> None:
+    """Stop the observers (scales and zero points stay as trained): an export must not update them, and
+    their in-place updates do not trace."""
+    from torch.ao.quantization import disable_observer
+
+    model.apply(disable_observer)
