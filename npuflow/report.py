@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from npuflow.kinds import registry
+from npuflow.kinds.base import ModelResult
 from npuflow.rundir import RESULT_FILE, write_json
 
 
@@ -72,6 +73,13 @@ def _of_kind(stages: dict[str, dict[str, Any]], kind: str) -> dict[str, Any]:
     return {n: r["result"] for n, r in stages.items() if r.get("kind") == kind and r.get("result") is not None}
 
 
+def _models(stages: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Results of every stage whose kind produces an inference model (export, onnx_export, compress, qat)."""
+    kinds = registry()
+    return {n: r["result"] for n, r in stages.items() if r.get("result") is not None
+            and getattr(kinds.get(r.get("kind", "")), "produces", None) is ModelResult}
+
+
 def build_report(run_dir: Path, recipe: dict[str, Any]) -> dict[str, Any]:
     plan = json.loads((run_dir / "plan.json").read_text()) if (run_dir / "plan.json").is_file() else {}
     stages: dict[str, dict[str, Any]] = {}
@@ -98,7 +106,7 @@ def build_report(run_dir: Path, recipe: dict[str, Any]) -> dict[str, Any]:
         "not_run": [n for n in recipe["stages"] if n not in stages and n not in own],
         "dataset": _of_kind(stages, "validate_dataset"),
         "train": _of_kind(stages, "train"),
-        "models": {**_of_kind(stages, "export"), **_of_kind(stages, "compress")},
+        "models": _models(stages),
         "benchmarks": _of_kind(stages, "benchmark"),
         "model_comparison": model_rows(stages, recipe),
         "measured": measured,

@@ -1,6 +1,7 @@
 """Every DAG with a smoke profile, end to end through real Airflow: generated COCO, real training under
-paddle.distributed.launch or torchrun (2 CPU ranks), and where the recipe has them the toolkit's export, the
-Paddle Inference benchmark, and the report."""
+paddle.distributed.launch or torchrun (2 CPU ranks), and where the recipe has them the toolkit's export (or the
+project's ONNX export), the Paddle Inference (or onnxruntime) benchmark, compression (ACT or torch QAT) and the
+report."""
 
 from __future__ import annotations
 
@@ -45,7 +46,13 @@ def test_smoke_dag_runs_end_to_end(airflow_env: dict, dag_id: str) -> None:
     assert train["world_size"] == 2 and train["train_steps"] > 0
     assert train["losses_finite"] and all(math.isfinite(v) for v in train["last_losses"].values())
     metrics = [json.loads(line) for line in (run / "train" / "metrics.jsonl").read_text().splitlines()]
-    assert any(m["type"] == "train" and m["ips_global"] > 0 for m in metrics)
+    if recipe.data["log_format"] == "mmdet_json":  # no throughput field: calc_fps.py's FPS from the step times
+        steps = [m["batch_cost"] for m in metrics if m["type"] == "train"]
+        assert len(steps) == train["train_steps"] > 1
+        batch = int(recipe.data["profiles"]["smoke"]["vars"]["batch_per_card"])
+        assert report["measured"]["train.train_ips"] == pytest.approx(2 * batch / (sum(steps[1:]) / len(steps[1:])))
+    else:
+        assert any(m["type"] == "train" and m["ips_global"] > 0 for m in metrics)
     rank_logs = {p.name for p in (run / "train" / "log").rglob("*") if p.is_file()}
     if recipe.data["log_format"] == "ppdet":
         assert "bbox_map" in train["eval"] and train["evaluations"] >= 1  # COCO eval ran during training
@@ -56,7 +63,15 @@ def test_smoke_dag_runs_end_to_end(airflow_env: dict, dag_id: str) -> None:
         assert (Path(report["train"]["train"]["outputs"]["best_model"]).parent.parent / "iter_20").is_dir()
     else:  # torchrun --log-dir: <id>/attempt_0/<local_rank>/stdout.log
         assert len(list((run / "train" / "log").glob("*/attempt_0/1/stdout.log"))) == 1
+        assert 0.0 <= train["eval"]["bbox_map"] <= 1.0  # test.py's / MMDetection's COCO evaluation
+    if recipe.data["log_format"] == "mmdet_json":  # the train stage followed work_dir/<ts>.log.json
+        work_dir = Path(report["train"]["train"]["outputs"]["checkpoint"]).parent
+        log_json = next(work_dir.glob("*.log.json")).read_text().splitlines()
+        assert json.loads(log_json[0])["exp_name"] and len(log_json) == 1 + train["train_steps"] + train["evaluations"]
+        assert (work_dir / "latest.pth").resolve().name == f"epoch_{train['last_epoch']}.pth"
 
+    if "onnx_export" in kinds.values():
+        _check_onnx(report["models"]["export"], quantized=False)
     if "export" in kinds.values():
         export = {Path(p).name for p in report["models"]["export"]["files"].values()}
         assert "model.pdiparams" in export and export & {"infer_cfg.yml", "deploy.yaml"}
@@ -75,7 +90,7 @@ def test_smoke_dag_runs_end_to_end(airflow_env: dict, dag_id: str) -> None:
             assert acc["miou"] == pytest.approx(train["eval"]["best_miou"], abs=1e-3)  # the exported best_model
         else:
             assert 0.0 <= acc["map"] <= 1.0 and acc["detections"] > 0
-    if "compress" in kinds.values():
+    if {"compress", "qat"} & set(kinds.values()):
         _check_compression(run, report, kinds)
     assert (run / "report.md").read_text().startswith(f"# {load_recipe(dag_id).data['title']}")
 
@@ -83,11 +98,16 @@ def test_smoke_dag_runs_end_to_end(airflow_env: dict, dag_id: str) -> None:
 def _check_compression(run: Path, report: dict, kinds: dict[str, str]) -> None:
     """The INT8 model is really quantized, benchmarked like the FP32 one, and the report compares the two."""
     int8 = report["models"]["compress"]
-    source = report["models"][int8["source"]]
-    assert int8["precision"] == "int8" and kinds[int8["source"]] == "export" and int8["quantize_ops"] > 0
-    deployment = set(source["files"]) - {"model", "params"}  # infer_cfg.yml / deploy.yaml, copied beside INT8
-    assert deployment and all(Path(int8["files"][f]).read_text() == Path(source["files"][f]).read_text()
-                              for f in deployment)
+    assert int8["precision"] == "int8" and int8["quantize_ops"] > 0
+    if kinds["compress"] == "qat":  # QAT from the trained checkpoint, as the ONNX export
+        assert int8["source"] == report["models"]["export"]["source"] == "train"
+        _check_onnx(int8, quantized=True)
+    else:
+        source = report["models"][int8["source"]]
+        assert kinds[int8["source"]] == "export"
+        deployment = set(source["files"]) - {"model", "params"}  # infer_cfg.yml / deploy.yaml, copied beside INT8
+        assert deployment and all(Path(int8["files"][f]).read_text() == Path(source["files"][f]).read_text()
+                                  for f in deployment)
     fp32_bench, int8_bench = report["benchmarks"]["benchmark_fp32"], report["benchmarks"]["benchmark_int8"]
     assert fp32_bench["settings"]["quantize_ops"] == 0 and int8_bench["settings"]["quantize_ops"] > 0
     assert {k: v for k, v in fp32_bench["settings"].items() if k != "quantize_ops"} == \
@@ -99,7 +119,26 @@ def _check_compression(run: Path, report: dict, kinds: dict[str, str]) -> None:
         assert 0.0 <= report["measured"]["eval_int8.bbox_map"] <= 100.0  # the toolkit's eval.py on the INT8 model
     md = (run / "report.md").read_text()
     assert "| export | fp32 |" in md and "| compress | int8 |" in md and "| compress vs FP32 |" in md
-    assert (run / "compress" / Path(int8["files"]["model"]).parent.name).is_dir()
+    assert Path(int8["files"]["model"]).is_relative_to(run / "compress")  # inside its stage's folder
+
+
+def _check_onnx(model: dict, quantized: bool) -> None:
+    """Read with onnx itself (not the project's counter): a whole detector (NMS inside) that onnxruntime loads,
+    with QuantizeLinear/DequantizeLinear nodes exactly when it is the INT8 model."""
+    import onnx
+    import onnxruntime
+
+    def ops(graph: onnx.GraphProto) -> list[str]:  # every node, in If/Loop bodies too
+        return [op for n in graph.node for op in [n.op_type, *(o for a in n.attribute for g in [a.g, *a.graphs]
+                                                                  for o in ops(g))]]
+
+    path = model["files"]["model"]
+    found = ops(onnx.load(path).graph)
+    assert "NonMaxSuppression" in found
+    qdq = sum(op in ("QuantizeLinear", "DequantizeLinear") for op in found)
+    assert (qdq > 0) == quantized and (not quantized or qdq == model["quantize_ops"])
+    session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+    assert [o.name for o in session.get_outputs()] == ["boxes", "scores", "labels"]
 
 
 def test_bad_param_is_refused_before_the_run(airflow_env: dict) -> None:
