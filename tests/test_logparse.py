@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
 
-from npuflow.logparse import MetricsSummary, parse_eta, parse_paddleseg_line, parse_ppdet_line, parser_for
+from npuflow.logparse import (
+    MetricsSummary,
+    calc_fps,
+    mean_step_time,
+    parse_eta,
+    parse_paddleseg_line,
+    parse_ppdet_line,
+    parser_for,
+)
 
 # Printed by ppdet 2.6.0 (rank 0) in this project's smoke run.
 PPDET_TRAIN = ("[11/23 20:25:26] ppdet.engine INFO: Epoch: [1] [2/3] learning_rate: 0.001223 loss: 3.545623 "
@@ -119,3 +128,23 @@ def test_new_formats_ignore_other_lines() -> None:
     for line in ["loading annotations into memory...", "Epoch [1][50/625] lr: 1.5e-03", "{not json", "[1, 2]"]:
         assert parser_for("yolor")(line) is None
         assert parser_for("mmdet_json")(line) is None
+
+
+def test_yolor_test_py_coco_table_is_its_evaluation() -> None:
+    parse = parser_for("yolor")
+    assert parse(" Average Precision  (AP) @[ IoU=0.50:0.95 | area=   all | maxDets=100 ] = 0.431") == \
+        {"type": "eval", "bbox_map": 0.431}
+    assert parse(" Average Precision  (AP) @[ IoU=0.50      | area=   all | maxDets=100 ] = 0.606") == \
+        {"type": "eval", "bbox_ap50": 0.606}
+    assert parse(" Average Precision  (AP) @[ IoU=0.50:0.95 | area= small | maxDets=100 ] = 0.2") is None
+
+
+def test_calc_fps_is_cards_times_batch_over_the_mean_step_time_without_the_first() -> None:
+    summary = MetricsSummary(world_size=8)
+    for time_s in (5.0, 0.5, 0.5, 0.75):  # the first step pays for start-up
+        summary.add(parser_for("mmdet_json")(json.dumps({"mode": "train", "epoch": 1, "iter": 1, "loss": 1.0,
+                                                         "time": time_s})))
+    step = summary.to_dict()["step_time_mean_s"]
+    assert step == pytest.approx(0.5833333)
+    assert calc_fps(step, 8, 8) == pytest.approx(64 / 0.5833333)
+    assert mean_step_time([2.0]) == 2.0 and mean_step_time([]) is None

@@ -23,6 +23,7 @@ from npuflow.recipe import load_recipe, load_recipe_file
 from tests.conftest import ROOT, VENV_BIN, free_port
 
 YOLOR = "yolor_p6_coco"
+SSD = "ssd300_coco"
 PPYOLOE = "ppyoloe_plus_crn_l_80e_coco"
 
 pytestmark = pytest.mark.e2e
@@ -94,6 +95,31 @@ def test_torchrun_rank_killed_mid_epoch_fails_naming_it_and_the_retry_resumes(tm
     # No epoch up to the checkpoint is trained again; training finishes the remaining ones.
     assert _epochs(lines, r"Epoch:\[(\d+)\]") == list(range(done[-1] + 1, 5))
     assert result["metrics"]["train_steps"] > 0
+
+
+def test_ssd_rank_killed_mid_epoch_resumes_from_the_work_dirs_epoch_n_pth_and_follows_the_new_log_json(
+        tmp_path: Path) -> None:
+    plan = _prepared(_plan(tmp_path, SSD, {"epochs": 6}))
+    _state, log, on_start = _kill_rank_when("Epoch [3][1/")
+    with pytest.raises(StageFailed) as failed:
+        _run(plan, "train", log=log, on_start=on_start, attempt=1)
+    assert "failing rank 1 (local rank 1) killed by SIGKILL [torchrun's root cause]" in str(failed.value)
+    work_dir = Path(plan.variables["work_dir"])
+    assert (work_dir / "latest.pth").resolve().name == "epoch_2.pth"
+    first_logs = set(work_dir.glob("*.log.json"))
+
+    time.sleep(1.1)  # MMDetection names its log.json by the second it starts
+    lines: list[str] = []
+    result = _run(plan, "train", log=lines.append, attempt=2)
+    assert result["ok"] and result["argv"][-2:] == ["--resume-from", str(work_dir / "epoch_2.pth")]
+    assert any("resumed epoch 2" in line for line in lines)
+    assert _epochs(lines, r"Epoch \[(\d+)\]") == [3, 4, 5, 6]  # nothing up to the checkpoint is trained again
+    (new_log,) = set(work_dir.glob("*.log.json")) - first_logs
+    steps = [json.loads(line) for line in new_log.read_text().splitlines()[1:]]
+    train_steps = [s for s in steps if s["mode"] == "train"]
+    assert {s["epoch"] for s in train_steps} == {3, 4, 5, 6}
+    assert result["metrics"]["train_steps"] == len(train_steps)  # the new log.json was the one followed
+    assert (work_dir / "latest.pth").resolve().name == "epoch_6.pth"
 
 
 def test_paddle_rank_killed_mid_epoch_is_named_and_ppdet_resumes_with_r(tmp_path: Path) -> None:

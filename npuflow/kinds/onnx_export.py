@@ -41,7 +41,7 @@ def checkpoint_path(ctx: PlanContext) -> str:
     if not found:
         raise StageRefused(f"stage {ctx.stage_dir.name}: the train stage {train.name!r} declares no output {name!r} "
                            f"(its outputs: {sorted(train.command.outputs)})")
-    return found[0]
+    return str(Path(train.command.cwd) / found[0])  # a relative output is the train stage's, under its cwd
 
 
 def toolkit_env(ctx: PlanContext) -> dict[str, str]:

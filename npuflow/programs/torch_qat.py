@@ -55,7 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     from npuflow.torchdet.data import CocoBoxes, collate
     from npuflow.torchdet.onnx_io import export
 
-    rank, world, _ = dist.init(args.device)
+    rank, world, local = dist.init(args.device)
+    device = torch.device("cpu") if args.device == "cpu" else \
+        torch.device(f"{'cuda' if args.device == 'gpu' else args.device}:{local}")
     try:
         adapter = load_adapter(args.adapter, args.toolkit_dir)
     except AdapterError as exc:
@@ -63,10 +65,12 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(args.seed)
     model, info = adapter.load(str(args.checkpoint))
     fake_quants = qat.prepare(model, info["quant_target"], tuple(info["img_size"]))
+    model.to(device)
     data = adapter.train_data(str(args.dataset_root), info)
     sampler = DistributedSampler(data, num_replicas=world, rank=rank, seed=args.seed) if world > 1 else None
     loader = DataLoader(data, batch_size=args.batch_size, sampler=sampler, shuffle=sampler is None, collate_fn=collate)
-    net = nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    net = nn.parallel.DistributedDataParallel(model, device_ids=None if device.type == "cpu" else [local]) \
+        if world > 1 else model
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr)
     if rank == 0:
         print(f"QAT: {fake_quants} fake-quant modules on {info['quant_target']}; {args.epochs} epoch(s) of "
@@ -78,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
         net.train()
         for i, (imgs, targets) in enumerate(loader):
             t0 = time.perf_counter()
-            parts = net(imgs, [{"boxes": t["boxes"], "labels": t["labels"]} for t in targets])
+            parts = net([im.to(device) for im in imgs],
+                        [{"boxes": t["boxes"].to(device), "labels": t["labels"].to(device)} for t in targets])
             loss = sum(parts.values())
             if not torch.isfinite(loss):
                 return refuse(f"QAT epoch {epoch} step {i + 1}: the loss is {float(loss)}")
@@ -91,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"QAT epoch [{epoch}][{i + 1}/{len(loader)}] loss: {float(loss):.5f}, "
                       f"time: {time.perf_counter() - t0:.3f}", flush=True)
     if rank == 0:
+        model.cpu()  # the export traces on the CPU, whatever the cards
         qat.freeze(model)
         val = CocoBoxes.split(args.dataset_root, args.split, tuple(info["img_size"]))
         try:

@@ -17,7 +17,7 @@ KINDS = sorted(registry())
 
 def test_the_registry_finds_every_kind_module() -> None:
     assert set(KINDS) == {"prepare_dataset", "validate_dataset", "train", "export", "compress", "evaluate",
-                          "benchmark", "infer", "report"}
+                          "benchmark", "infer", "report", "onnx_export", "qat"}
 
 
 @pytest.mark.parametrize("name", KINDS)
@@ -38,13 +38,17 @@ def test_every_kind_is_used_by_a_recipe(name: str) -> None:
 
 
 def test_only_stages_that_hold_cards_get_preflight_resume_and_the_pool() -> None:
-    assert {n for n, k in registry().items() if k.holds_cards} == {"train", "compress"}
+    assert {n for n, k in registry().items() if k.holds_cards} == {"train", "compress", "qat"}
 
 
 def test_project_kinds_build_their_command_and_toolkit_kinds_take_the_recipes() -> None:
     toolkit = {n for n, k in registry().items() if k.toolkit}
     assert toolkit == {"train", "export", "compress", "evaluate", "infer"}
-    plan = build_plan(load_recipe("picodet_s_416_coco_npu_qat"), {"profile": "smoke"}, run_id="contract")
-    for stage in plan.stages:
-        if stage.kind not in toolkit:  # built in code: the project's own program, never a recipe's argv
-            assert stage.argv[1:3] == ["-m", stage.argv[2]] and stage.argv[2].startswith("npuflow."), stage.argv
+    for dag in ("picodet_s_416_coco_npu_qat", "ssd300_coco"):
+        plan = build_plan(load_recipe(dag), {"profile": "smoke"}, run_id="contract")
+        for stage in plan.stages:
+            if stage.kind in toolkit:
+                continue
+            # Built in code: the project's own program (under torchrun where it holds cards), never a recipe's argv.
+            argv = stage.argv[stage.argv.index("--tee") + 2:] if registry()[stage.kind].holds_cards else stage.argv[1:]
+            assert argv[0] == "-m" and argv[1].startswith("npuflow."), stage.argv
