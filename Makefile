@@ -59,6 +59,10 @@ bench: $(STAMP)
 	$(PY) bench/trigger_latency.py
 	$(PY) bench/compression.py
 	$(PY) bench/compression.py --dag deeplabv3p_resnet50_os8_cityscapes_1024x512_80k
+	$(PY) bench/compression.py --dag ssd300_coco
+	$(PY) bench/compression.py --dag yolor_p6_coco
+	$(PY) bench/qdq_latency.py
+	$(PY) bench/coco_eval.py
 
 # The embedded default's Airflow services on 127.0.0.1 (UI + REST on port 8080 unless PORT=...).
 up: $(STAMP)
