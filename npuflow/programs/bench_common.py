@@ -54,6 +54,10 @@ def timed(run: Callable[[int], Any], warmup: int, iters: int) -> dict[str, Any]:
             "throughput_ips": iters / wall}
 
 
-def write_result(out: Path, result: dict[str, Any]) -> None:
+def write_result(out: Path, result: dict[str, Any], score: str) -> None:
+    """benchmark.json for the kind, and one line for the task log: latency, throughput and ``score``."""
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
+    lat = result["latency_ms"]
+    print(f"latency p50 {lat['p50']:.2f} ms, p90 {lat['p90']:.2f} ms, p99 {lat['p99']:.2f} ms; "
+          f"throughput {result['throughput_ips']:.1f} images/s; {score}", flush=True)
