@@ -144,14 +144,45 @@ def validate_recipe_data(data: Any, source: str) -> None:
     except GraphError as exc:
         raise RecipeError(str(exc)) from None
     for metric, pub in data["published"].items():
-        stage_name, _, measured = pub["measured_as"].partition(".")
-        stage = data["stages"].get(stage_name)
-        where = f"{source}: published.{metric}.measured_as"
-        if stage is None:
-            raise RecipeError(f"{where}: {stage_name!r} names no stage")
-        if measured not in kinds[stage["kind"]].metrics:
-            raise RecipeError(f"{where}: a {stage['kind']} stage measures {list(kinds[stage['kind']].metrics)}, "
-                              f"not {measured!r}")
+        _check_measured(data, pub["measured_as"], f"{source}: published.{metric}.measured_as")
+    gates = data.get("gates", {})
+    for name, gate in gates.items():
+        for field in ("measured_as", "minus"):
+            if field in gate:
+                _check_measured(data, gate[field], f"{source}: gates.{name}.{field}")
+        for bound in ("at_least", "at_most"):
+            _check_published_bound(data, gate.get(bound), f"{source}: gates.{name}.{bound}")
+    for profile_name, profile in data["profiles"].items():
+        for name, bound in (profile.get("gates") or {}).items():
+            if name not in gates:
+                raise RecipeError(f"{source}: profiles.{profile_name}.gates.{name}: no gate {name!r}; gates are "
+                                  f"{sorted(gates)}")
+            for key, value in bound.items():
+                _check_published_bound(data, value, f"{source}: profiles.{profile_name}.gates.{name}.{key}")
+    for name, stage in data["stages"].items():
+        for gate in stage.get("settings", {}).get("gates", []) if stage["kind"] == "gate" else []:
+            if gate not in gates:
+                raise RecipeError(f"{source}: stages.{name}.settings.gates: no gate {gate!r}; gates are "
+                                  f"{sorted(gates)}")
+
+
+def _check_measured(data: dict[str, Any], measured_as: str, where: str) -> None:
+    """``<stage>.<metric>`` must name a stage whose kind measures that metric."""
+    from npuflow.kinds import registry
+
+    stage_name, _, measured = measured_as.partition(".")
+    stage = data["stages"].get(stage_name)
+    if stage is None:
+        raise RecipeError(f"{where}: {stage_name!r} names no stage")
+    metrics = registry()[stage["kind"]].metrics
+    if measured not in metrics:
+        raise RecipeError(f"{where}: a {stage['kind']} stage measures {list(metrics)}, not {measured!r}")
+
+
+def _check_published_bound(data: dict[str, Any], bound: Any, where: str) -> None:
+    if isinstance(bound, dict) and bound["published"] not in data["published"]:
+        raise RecipeError(f"{where}.published: {bound['published']!r} is not a published metric; they are "
+                          f"{sorted(data['published'])}")
 
 
 def read_yaml(path: Path) -> Any:

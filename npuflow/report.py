@@ -16,9 +16,15 @@ from typing import Any
 
 import yaml
 
+from npuflow import gates, history
 from npuflow.kinds import registry
 from npuflow.kinds.base import ModelResult
+from npuflow.plots import make_plots
+from npuflow.report_html import render_html
 from npuflow.rundir import RESULT_FILE, write_json
+
+#: One JSON line per run (Paddle TIPC's benchmark fields), in the runs root: plot a model's nights without Airflow.
+TIPC_FILE = "tipc_records.jsonl"
 
 
 def measured_metrics(stages: dict[str, dict[str, Any]]) -> dict[str, float]:
@@ -96,7 +102,9 @@ def build_report(run_dir: Path, recipe: dict[str, Any]) -> dict[str, Any]:
             "setting": pub.get("setting", ""), "source": pub["source"], "measured": value,
             "ratio": (value / pub["value"]) if value is not None and pub["value"] else None,
         })
-    own = [n for n, s in recipe["stages"].items() if s["kind"] == "report"]
+    own = [n for n, s in recipe["stages"].items() if s["kind"] in ("report", "gate")]  # they run after it
+    previous = history.previous_runs(run_dir, plan.get("profile"))
+    train = _of_kind(stages, "train")
     return {
         "dag_id": recipe["dag_id"], "title": recipe["title"], "run_dir": str(run_dir),
         "run_id": plan.get("run_id"), "profile": plan.get("profile"), "device": plan.get("device"),
@@ -111,6 +119,10 @@ def build_report(run_dir: Path, recipe: dict[str, Any]) -> dict[str, Any]:
         "model_comparison": model_rows(stages, recipe),
         "measured": measured,
         "published_comparison": comparison,
+        "gates": gates.evaluate(recipe, plan.get("profile"), measured),
+        "trends": history.trends(measured, previous, recipe.get("trend_tolerance", history.DEFAULT_TOLERANCE)),
+        "scaling": history.scaling(train, recipe.get("published", {}), plan.get("profile"), previous),
+        "plots": make_plots(run_dir, stages),
     }
 
 
@@ -161,6 +173,29 @@ def render_markdown(report: dict[str, Any]) -> str:
                          f"{_fmt(c['ratio'])} | {c['setting']} | {c['source']} |")
     else:
         lines.append("The tutorial publishes no numbers for this model.")
+    if report["gates"]:
+        lines += ["", "## Gates", "", "| gate | measured | value | needs | basis | verdict |",
+                  "| --- | --- | --- | --- | --- | --- |"]
+        for g in report["gates"]:
+            sign = ">=" if g["bound"] == "at_least" else "<="
+            verdict = "pass" if g["passed"] else (f"**MISSED** by {_fmt(g['missed_by'])}" if g["missed_by"] is not None
+                                                  else "**MISSED** (not measured)")
+            lines.append(f"| {g['gate']} | {g['measured']} | {_fmt(g['value'])} | {sign} {_fmt(g['threshold'])} | "
+                         f"{g['basis']} | {verdict} |")
+    scale = report.get("scaling")
+    if scale:
+        lines += ["", "## Training throughput", "", "| cards | images/s | images/s per card | 1-card images/s | "
+                  "efficiency |", "| --- | --- | --- | --- | --- |",
+                  f"| {scale['cards']} | {_fmt(scale['images_per_s'])} | {_fmt(scale['images_per_s_per_card'])} | "
+                  f"{_fmt(scale.get('one_card_images_per_s'))} ({scale.get('one_card_source', 'none')}) | "
+                  f"{_fmt(scale.get('efficiency'))} |"]
+    if report["trends"]:
+        lines += ["", f"## Against the previous successful run ({report['trends'][0]['previous_run']})", "",
+                  "| metric | now | previous | delta | relative | |", "| --- | --- | --- | --- | --- | --- |"]
+        lines += [f"| {t['metric']} | {_fmt(t['value'])} | {_fmt(t['previous'])} | {_signed(t['delta'])} | "
+                  f"{_signed(t['relative'])} | {'**regression**' if t['regression'] else ''} |" for t in report["trends"]]
+    if report["plots"]:
+        lines += ["", "## Plots", ""] + [f"![{name}]({path})" for name, path in report["plots"].items()]
     if report["profile"] not in (None, "production"):
         lines += ["", f"Profile `{report['profile']}` trains a tiny model on generated data: its numbers check "
                       "the pipeline, they are not comparable with the published ones."]
@@ -176,7 +211,13 @@ def main(argv: list[str] | None = None) -> int:
     report = build_report(args.run_dir, recipe)
     write_json(args.run_dir / "report.json", report)
     (args.run_dir / "report.md").write_text(render_markdown(report))
-    print(f"report: {args.run_dir / 'report.json'} and {args.run_dir / 'report.md'}")
+    (args.run_dir / "report.html").write_text(render_html(report, args.run_dir))
+    plan = json.loads((args.run_dir / "plan.json").read_text()) if (args.run_dir / "plan.json").is_file() else {}
+    record = history.tipc_record(report, plan)
+    records = args.run_dir.parent.parent / TIPC_FILE  # per deployment: beside the DAGs' run folders
+    if record and history.append_record(records, record):
+        print(f"benchmark record appended to {records}")
+    print(f"report: {args.run_dir / 'report.json'}, {args.run_dir / 'report.md'} and {args.run_dir / 'report.html'}")
     return 0
 
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+from npuflow.operators.links import ReportLink
 
 from npuflow.errors import StageRefused
 from npuflow.execute import execute_stage
@@ -43,6 +44,7 @@ class RecipeStageOperator(BaseOperator):
     """
 
     template_fields: Sequence[str] = ()
+    operator_extra_links = (ReportLink(),)  # empty except on the report stage
 
     def __init__(self, *, recipe_id: str, stage: str, stage_kind: str, kill_grace_s: float = 10.0,
                  **kwargs: Any) -> None:

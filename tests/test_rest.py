@@ -8,6 +8,8 @@ import os
 import stat
 import subprocess
 import time
+import urllib.error
+import urllib.request
 import uuid
 from datetime import datetime
 from pathlib import Path
@@ -17,7 +19,7 @@ import psutil
 import pytest
 
 from npuflow.services import USERS, service_processes
-from tests.airflow_services import Services
+from tests.airflow_services import Services, quote
 from tests.conftest import ROOT, VENV_BIN
 
 pytestmark = pytest.mark.services
@@ -28,7 +30,8 @@ PICODET = "picodet_s_416_coco_npu_qat"
 CONSUMER = "deploy_ppyoloe_plus"
 # The FP32 path only: the compression branch (minutes of ACT) is the stages param's choice, and skipped here.
 PPYOLOE_CONF = {"epochs": 2, "batch_size": 2,
-                "stages": ["prepare_dataset", "validate_dataset", "train", "export", "benchmark_fp32", "report"]}
+                "stages": ["prepare_dataset", "validate_dataset", "train", "export", "benchmark_fp32", "report",
+                           "gate_fp32"]}
 
 
 def _when(ts: str) -> datetime:
@@ -120,7 +123,7 @@ def test_rest_trigger_with_conf_runs_the_ppyoloe_smoke_dag(airflow_services: Ser
     assert {k: v["state"] for k, v in tis.items()} == {
         "prepare_dataset": "success", "validate_dataset": "success", "train": "success", "export": "success",
         "benchmark_fp32": "success", "compress": "skipped", "eval_int8": "skipped", "benchmark_int8": "skipped",
-        "report": "success"}
+        "report": "success", "gate_fp32": "success", "gate_int8": "skipped"}
     # the conf reached the toolkit: two epochs, batch size 2, as the plan the tasks ran shows
     log = s.log(PPYOLOE, run_id, "train")
     assert "paddle.distributed.launch" in log and "--nproc_per_node" in log
@@ -130,6 +133,23 @@ def test_rest_trigger_with_conf_runs_the_ppyoloe_smoke_dag(airflow_services: Ser
     assert report["dag_id"] == PPYOLOE and report["run_id"] == run_id and report["profile"] == "smoke"
     assert report["benchmarks"]["benchmark_fp32"]["precision"] == "fp32"
     assert report["not_run"] == ["compress", "eval_int8", "benchmark_int8"]
+
+
+def test_the_report_task_links_its_html_report_which_the_api_server_serves(airflow_services: Services,
+                                                                          two_runs: dict) -> None:
+    s, run_id = airflow_services, two_runs["runs"][PPYOLOE]
+    links = s.ok("GET", f"{s.run_path(PPYOLOE, run_id)}/taskInstances/report/links")["extra_links"]
+    assert links["HTML report"] == f"/npuflow/reports/{PPYOLOE}/{quote(run_id)}/report.html"
+    assert not s.ok("GET", f"{s.run_path(PPYOLOE, run_id)}/taskInstances/train/links")["extra_links"].get("HTML report")
+    with urllib.request.urlopen(s.url + links["HTML report"], timeout=30) as resp:
+        assert resp.headers["content-type"].startswith("text/html")
+        page = resp.read().decode()
+    assert "<h2>Gates</h2>" in page and "data:image/png;base64," in page and "http" not in page.split("<body>")[1]
+    for bad in (f"/npuflow/reports/{PPYOLOE}/{quote(run_id)}/plan.json",
+                f"/npuflow/reports/{PPYOLOE}/{quote(run_id)}/..%2F..%2F..%2Fairflow%2Fairflow.cfg"):
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(s.url + bad, timeout=30)
+        assert refused.value.code == 404
 
 
 def test_the_device_pool_keeps_two_trainings_apart(airflow_services: Services, two_runs: dict) -> None:
@@ -150,7 +170,7 @@ def test_the_export_asset_schedules_the_consumer_dag(airflow_services: Services,
     events = s.ok("GET", "/api/v2/assets/events?source_dag_id=" + PPYOLOE)["asset_events"]
     mine = [e for e in events if e["source_run_id"] == run_id]
     assert len(mine) == 1 and mine[0]["uri"] == f"model://{PPYOLOE}/exported"
-    assert mine[0]["source_task_id"] == "export"
+    assert mine[0]["source_task_id"] == "gate_fp32"  # the asset hangs on the gate: only a passing model
     deadline = time.monotonic() + 180
     while True:
         runs = s.ok("GET", f"/api/v2/dags/{CONSUMER}/dagRuns")["dag_runs"]

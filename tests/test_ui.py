@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.airflow_services import Services
+from tests.airflow_services import Services, quote
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.services
@@ -115,3 +115,19 @@ def test_log_in_open_the_trigger_form_trigger_and_see_the_run_succeed(airflow_se
     assert run_id in page and "Success" in page and "operator" in page  # state and triggering user, as shown
     conf = s.ok("GET", s.run_path(DAG_ID, run_id))["conf"]
     assert conf["epochs"] == 2 and conf["profile"] == "smoke"
+
+    # the report task shows its "HTML report" extra link; the page it opens is the self-contained report
+    browser.get(f"{s.url}/dags/{DAG_ID}/runs/{quote(run_id)}/tasks/report")
+    try:
+        wait.until(ec.text_to_be_present_in_element((By.TAG_NAME, "body"), "HTML report"))
+    finally:
+        shot("05-report-task")
+    link = s.ok("GET", f"{s.run_path(DAG_ID, run_id)}/taskInstances/report/links")["extra_links"]["HTML report"]
+    browser.get(s.url + link)
+    wait.until(ec.presence_of_element_located((By.ID, "verdict")))
+    images = browser.find_elements(By.TAG_NAME, "img")
+    loaded = browser.execute_script("return Array.from(document.images).map(i => i.complete && i.naturalWidth)")
+    height = browser.execute_script("return document.body.scrollHeight")
+    shot("06-html-report", height=min(int(height) + 100, 6000))
+    assert len(images) >= 3 and all(w and w > 100 for w in loaded), loaded  # loss/lr, throughput, latency plots
+    assert "gate(s) passed" in browser.find_element(By.ID, "verdict").text

@@ -17,7 +17,7 @@ class Train(StageKind):
     training_log = True
     produces = TrainResult
     consumes = {"validation": Role(ValidationResult, required=False)}
-    metrics = ("train_ips", "eval_bbox_map", "eval_miou")
+    metrics = ("train_ips", "train_ips_per_card", "eval_bbox_map", "eval_miou")
     settings_schema = {
         "type": "object",
         "additionalProperties": False,
@@ -62,6 +62,8 @@ class Train(StageKind):
             out["train_ips"] = m["ips_global_median"]
         elif m.get("calc_fps") is not None:
             out["train_ips"] = m["calc_fps"]
+        if "train_ips" in out and m.get("world_size"):
+            out["train_ips_per_card"] = out["train_ips"] / m["world_size"]
         if "bbox_map" in m.get("eval", {}):
             out["eval_bbox_map"] = 100.0 * m["eval"]["bbox_map"]
         if "miou" in m.get("eval", {}):

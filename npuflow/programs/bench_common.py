@@ -51,7 +51,7 @@ def timed(run: Callable[[int], Any], warmup: int, iters: int) -> dict[str, Any]:
     wall = time.perf_counter() - started
     return {"latency_ms": {"p50": percentile(latencies, 50), "p90": percentile(latencies, 90),
                            "p99": percentile(latencies, 99), "mean": float(np.mean(latencies))},
-            "throughput_ips": iters / wall}
+            "throughput_ips": iters / wall, "latencies_ms": [round(v, 4) for v in latencies]}
 
 
 def write_result(out: Path, result: dict[str, Any], score: str) -> None:

@@ -1,0 +1,29 @@
+"""The report task's operator extra link (light: DAG files import it through the operator at parse time)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+from airflow.sdk import BaseOperatorLink
+
+if TYPE_CHECKING:
+    from airflow.models.taskinstancekey import TaskInstanceKey
+
+URL_PREFIX = "/npuflow"
+SERVED = ("report.html", "report.md", "report.json")
+
+
+def report_url(dag_id: str, run_id: str, name: str = "report.html") -> str:
+    return f"{URL_PREFIX}/reports/{quote(dag_id, safe='')}/{quote(run_id, safe='')}/{name}"
+
+
+class ReportLink(BaseOperatorLink):
+    """On the report stage's task: its run's report.html (computed on the worker, stored as XCom)."""
+
+    name = "HTML report"
+
+    def get_link(self, operator: Any, *, ti_key: TaskInstanceKey) -> str:
+        if getattr(operator, "stage_kind", None) != "report":
+            return ""
+        return report_url(ti_key.dag_id, ti_key.run_id)

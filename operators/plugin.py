@@ -1,0 +1,41 @@
+"""The Airflow plugin: the report task's "HTML report" link, and the api-server route that serves it.
+
+Registered through the ``airflow.plugins`` entry point (pyproject.toml), so every Airflow component of an
+installation with npuflow has it, whatever its plugins folder. The route serves only ``report.html``,
+``report.md``, ``report.json`` and the report's plots from a run folder under ``NPUFLOW_RUNS_DIR``; it adds no
+authentication of its own, like the api-server's other plugin apps (the embedded default binds 127.0.0.1).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from airflow.plugins_manager import AirflowPlugin
+from npuflow.operators.links import SERVED, URL_PREFIX, ReportLink
+
+from npuflow.rundir import run_dir_for, runs_root
+
+
+def reports_app() -> Any:
+    from fastapi import FastAPI, HTTPException
+    from fastapi.responses import FileResponse
+
+    app = FastAPI(title="npuflow reports", description="A run's report files, for the report task's link.")
+
+    @app.get("/reports/{dag_id}/{run_id}/{name:path}")
+    def report_file(dag_id: str, run_id: str, name: str) -> FileResponse:
+        root = runs_root().resolve()
+        run_dir = run_dir_for(dag_id, run_id).resolve()
+        path = (run_dir / name).resolve()
+        allowed = name in SERVED or (name.startswith("plots/") and name.endswith(".png"))
+        if not allowed or root not in run_dir.parents or run_dir not in path.parents or not path.is_file():
+            raise HTTPException(status_code=404, detail=f"no report file {name!r} for {dag_id} run {run_id}")
+        return FileResponse(path)
+
+    return app
+
+
+class NpuflowPlugin(AirflowPlugin):
+    name = "npuflow"
+    operator_extra_links = [ReportLink()]
+    fastapi_apps = [{"app": reports_app(), "url_prefix": URL_PREFIX, "name": "npuflow reports"}]
