@@ -28,6 +28,18 @@ def refuse(message: str) -> int:
     return EXIT_NOT_RETRYABLE
 
 
+def model_arguments(description: str) -> argparse.ArgumentParser:
+    """The flags both PyTorch programs take: which toolkit adapter, which checkpoint, which data."""
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--adapter", required=True, help="the toolkit's adapter module, importable from --toolkit-dir")
+    p.add_argument("--toolkit-dir", type=Path, default=Path.cwd())
+    p.add_argument("--checkpoint", type=Path, required=True)
+    p.add_argument("--dataset-root", type=Path, required=True)
+    p.add_argument("--split", default="val2017", help="the split the example image for the trace comes from")
+    p.add_argument("--out", type=Path, required=True)
+    return p
+
+
 def example_image(model: Any, data: Any) -> tuple[Any, dict[str, Any]]:
     """The first val image the model detects something in, and torch's detections on it."""
     import torch
@@ -57,14 +69,8 @@ def onnx_mismatch(path: Path, img: Any, det: dict[str, Any]) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--adapter", required=True, help="the toolkit's adapter module, importable from --toolkit-dir")
-    p.add_argument("--toolkit-dir", type=Path, default=Path.cwd())
-    p.add_argument("--checkpoint", type=Path, required=True)
-    p.add_argument("--dataset-root", type=Path, required=True)
-    p.add_argument("--split", default="val2017")
+    p = model_arguments(__doc__)
     p.add_argument("--opset", type=int, default=17)
-    p.add_argument("--out", type=Path, required=True)
     args = p.parse_args(argv)
     if not args.checkpoint.is_file():
         return refuse(f"checkpoint {args.checkpoint} does not exist")

@@ -11,34 +11,21 @@ QuantizeLinear/DequantizeLinear pair. Exit code 78: a problem no retry changes.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
-from pathlib import Path
 
-from npuflow.errors import EXIT_NOT_RETRYABLE
 from npuflow.model_ops import quantize_ops
-
-
-def refuse(message: str) -> int:
-    print(f"error: {message}", file=sys.stderr, flush=True)
-    return EXIT_NOT_RETRYABLE
+from npuflow.programs.torch_export import example_image, model_arguments, refuse
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--adapter", required=True)
-    p.add_argument("--toolkit-dir", type=Path, default=Path.cwd())
-    p.add_argument("--checkpoint", type=Path, required=True)
-    p.add_argument("--dataset-root", type=Path, required=True)
-    p.add_argument("--split", default="val2017", help="the split the export's example image comes from")
+    p = model_arguments(__doc__)
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--batch-size", type=int, default=4, help="images per card and step")
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", type=Path, required=True)
     args = p.parse_args(argv)
     if not args.checkpoint.is_file():
         return refuse(f"checkpoint {args.checkpoint} does not exist")
@@ -49,7 +36,6 @@ def main(argv: list[str] | None = None) -> int:
     from torch import nn
     from torch.utils.data import DataLoader, DistributedSampler
 
-    from npuflow.programs.torch_export import example_image
     from npuflow.torchdet import dist, qat
     from npuflow.torchdet.adapter import AdapterError, load_adapter
     from npuflow.torchdet.data import CocoBoxes, collate
