@@ -55,14 +55,18 @@ def read_inputs(plan: Plan, stage: StageCommand, kind: StageKind) -> dict[str, l
     """Each input role's upstream stages with their typed results, read from this run's directory.
 
     An upstream that ran must have succeeded and its outputs must still be there. One the ``stages`` param left
-    out may be missing only where the input is optional (a run that skips validation)."""
+    out may be missing only where the input is optional (a run that skips validation). A kind that runs after
+    failures (the report) takes its optional inputs as they are: failed or never run, they are left out."""
     kinds = registry()
     inputs: dict[str, list[Upstream]] = {}
     for role_name, names in stage.inputs.items():
         role = kind.consumes[role_name]
+        tolerant = kind.runs_after_failures and not role.required
         for name in names:
             up = plan.stage(name)
             stored = read_stage_result(plan.run_dir, name)
+            if tolerant and (stored is None or not stored.get("ok")):
+                continue
             if stored is None:
                 if up.enabled:
                     raise StageRefused(f"stage {stage.name}: cannot start, {name} has no result in {plan.run_dir}")

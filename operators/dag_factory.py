@@ -87,7 +87,8 @@ def build_dag(dag_id: str) -> DAG:
                 extra["execution_timeout"] = timedelta(minutes=spec["execution_timeout_minutes"])
             tasks[name] = RecipeStageOperator(
                 task_id=name, recipe_id=dag_id, stage=name, stage_kind=spec["kind"],
-                doc_md=spec.get("description") or kind(spec["kind"]).description, trigger_rule="none_failed", **extra,
+                doc_md=spec.get("description") or kind(spec["kind"]).description,
+                trigger_rule="all_done" if kind(spec["kind"]).runs_after_failures else "none_failed", **extra,
             )
             for need in spec.get("needs", []):
                 tasks[need] >> tasks[name]

@@ -182,6 +182,9 @@ class StageKind:
     #: Variables this kind adds to its stage's templates (name -> what it is), e.g. ``{act_config}``.
     builtins: ClassVar[dict[str, str]] = {}
     ui_color: ClassVar[str] = "#e8f0fe"
+    #: Runs once its upstreams are done, failed ones included (the report: a failed night still gets its report,
+    #: and the gates after it fail on what was not measured). Else it runs only when none of them failed.
+    runs_after_failures: ClassVar[bool] = False
 
     # -- plan time -------------------------------------------------------------------------------------
     def command(self, ctx: PlanContext) -> Command | None:

@@ -14,6 +14,7 @@ class Report(StageKind):
     produces = ReportResult
     consumes = {"stages": Role(Result, required=False, many=True)}
     ui_color = "#f1f3f5"
+    runs_after_failures = True
 
     def command(self, ctx: PlanContext) -> Command:
         run_dir = Path(ctx.plan.run_dir)
