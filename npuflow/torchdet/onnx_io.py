@@ -45,9 +45,3 @@ def export(model: nn.Module, info: dict[str, Any], example: torch.Tensor, out: P
         graph.metadata_props.add(key=key, value=json.dumps(value))
     onnx.save(graph, str(out))
 
-
-def metadata(path: Path) -> dict[str, Any]:
-    import onnx
-
-    props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
-    return {k.removeprefix("npuflow."): json.loads(v) for k, v in props.items() if k.startswith("npuflow.")}
