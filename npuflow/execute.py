@@ -333,15 +333,18 @@ def execute_stage(plan: Plan, stage: StageCommand, *, log: Log, log_format: str,
         _fail(stage_dir, result, error(headline, detail=f"command {describe_exit(code)}{why}" if cause else "",
                                        log_tail=tail))
 
+    # c10d assigns ranks in rendezvous order: global rank 0 (which logs the steps and writes the checkpoints)
+    # may be on any node.
+    ranks_here = {rank for rank, _ in proc.watch.ranks.values()} if proc.watch else set()
+    run.hosts_rank0 = not ranks_here or "0" in ranks_here
     outputs = _existing(stage)
     missing = _missing(stage, outputs)
     result["outputs"] = outputs
-    if missing:
+    if missing and run.hosts_rank0:
         _fail(stage_dir, result, StageRefused(
             f"stage {stage.name}: command succeeded but left no {', '.join(missing)}", log_tail=tail))
-    # c10d assigns ranks in rendezvous order: global rank 0 (which logs the steps) may be on any node.
-    ranks_here = {rank for rank, _ in proc.watch.ranks.values()} if proc.watch else set()
-    run.hosts_rank0 = not ranks_here or "0" in ranks_here
+    if missing:
+        log(f"stage {stage.name}: no {', '.join(missing)} on this node: global rank 0 ran on another, which writes them")
     try:
         typed = kind.collect(run, outputs, metrics)
     except StageError as exc:
