@@ -354,4 +354,5 @@ def execute_stage(plan: Plan, stage: StageCommand, *, log: Log, log_format: str,
     write_stage_result(stage_dir, result)
     log(f"stage {stage.name} done in {result['seconds']} s: {result['summary']}")
     result["xcom"] = kind.xcom(typed) if typed is not None else {}
+    result["announced"] = kind.announced(typed, outputs)
     return result

@@ -93,7 +93,7 @@ class RecipeStageOperator(BaseOperator):
         for asset in self.outlets:  # what a deployment DAG scheduled on the asset needs to find the model
             context["outlet_events"][asset].extra = {
                 "dag_id": plan.dag_id, "run_id": plan.run_id, "profile": plan.profile, "run_dir": plan.run_dir,
-                "outputs": result.get("outputs", {})}
+                "outputs": result.get("announced", {})}
         for key, value in result.get("xcom", {}).items():
             context["ti"].xcom_push(key=key, value=value)
         return {k: result[k] for k in ("ok", "summary", "outputs", "seconds", "metrics") if k in result}

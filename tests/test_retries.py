@@ -112,8 +112,10 @@ def test_a_crashed_trainer_keeps_its_retries(tmp_path: Path) -> None:
     out, states = _dags_test(tmp_path, _toy(code=3), {"profile": "cpu"})
     assert states["train"] == ("failed", 3), (states, out[-3000:])  # try 1 and both retries ran
     assert states["validate_dataset"] == ("success", 1)  # what was good stays good
-    # the night still gets its report, which names the failed stage
-    assert states["report"] == ("success", 1)
+    # the night still gets its report, which names the failed stage; the report task then fails, so the run is
+    # not green because its report was written
+    assert states["report"] == ("failed", 1)
     (report,) = (tmp_path / "runs" / "toy").glob("*/report.json")
     stages = json.loads(report.read_text())["stages"]
     assert stages["train"]["ok"] is False and "exited with code 3" in stages["train"]["summary"]
+    assert "stage report: the report is written" in out and "stage(s) train did not succeed" in out

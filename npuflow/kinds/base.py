@@ -225,6 +225,11 @@ class StageKind:
         """Extra XCom entries the operator pushes (key -> JSON value)."""
         return {}
 
+    def announced(self, result: Result | None, outputs: dict[str, str]) -> dict[str, str]:
+        """The files the events of this stage's assets point at (``extra["outputs"]``): its own outputs, unless
+        the stage vouches for another stage's model (a gate)."""
+        return outputs
+
 
 def model_dir_provided(outputs: dict[str, list[str]], cwd: str) -> dict[str, str]:
     """A model-producing stage's plan-time ``model_dir``: the folder of its declared ``params`` output."""

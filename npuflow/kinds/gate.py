@@ -12,20 +12,32 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from npuflow.kinds.base import Command, PlanContext, ReportResult, Result, Role, RunContext, StageKind, read_json
+from npuflow.kinds.base import (
+    Command,
+    ModelResult,
+    PlanContext,
+    ReportResult,
+    Result,
+    Role,
+    RunContext,
+    StageKind,
+    read_json,
+)
 
 
 @dataclass
 class GateResult(Result):
     passed: bool
     gates: list[dict[str, Any]] = field(default_factory=list)
+    model_stage: str | None = None  # the model the gate vouches for, which its assets announce
+    model_files: dict[str, str] = field(default_factory=dict)
 
 
 class Gate(StageKind):
     name = "gate"
     description = "Fail the run when a measured number misses the recipe's quality gate (after the report)."
     produces = GateResult
-    consumes = {"report": Role(ReportResult)}
+    consumes = {"report": Role(ReportResult), "model": Role(ModelResult, required=False)}
     settings_schema = {
         "type": "object", "additionalProperties": False, "required": ["gates"],
         "properties": {"gates": {"type": "array", "minItems": 1, "items": {"type": "string"},
@@ -44,7 +56,13 @@ class Gate(StageKind):
 
     def collect(self, run: RunContext, outputs: dict[str, str], metrics: Any) -> GateResult:
         verdict = read_json(Path(outputs["verdict"]), f"stage {run.stage.name}")
-        return GateResult(passed=verdict["passed"], gates=verdict["gates"])
+        model = run.one("model")
+        return GateResult(passed=verdict["passed"], gates=verdict["gates"], model_stage=model.name if model else None,
+                          model_files=model.result.files if model and isinstance(model.result, ModelResult) else {})
+
+    def announced(self, result: Result | None, outputs: dict[str, str]) -> dict[str, str]:
+        assert isinstance(result, GateResult)
+        return result.model_files or outputs
 
     def summary(self, result: Result | None) -> str:
         assert isinstance(result, GateResult)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
+from npuflow.errors import StageRefused
 from npuflow.kinds.base import Command, PlanContext, ReportResult, Result, Role, RunContext, StageKind, read_json
 
 
@@ -25,6 +27,22 @@ class Report(StageKind):
             outputs={"json": [str(run_dir / "report.json")], "markdown": [str(run_dir / "report.md")]})
 
     def collect(self, run: RunContext, outputs: dict[str, str], metrics: Any) -> ReportResult:
+        # Written either way; a night where a selected stage failed (or never ran because one did) must not end
+        # green because its report did.
+        done = json.loads(Path(outputs["json"]).read_text())["stages"]
+        ancestors, todo = set(), list(run.stage.needs)
+        while todo:
+            name = todo.pop()
+            if name not in ancestors:
+                ancestors.add(name)
+                todo += run.plan.stage(name).needs
+        upstream = [s.name for s in run.plan.stages if s.enabled and s.name in ancestors]
+        failed = [n for n in upstream if not done.get(n, {}).get("ok")]
+        if failed:
+            raise StageRefused(f"stage {run.stage.name}: the report is written ({outputs['markdown']}), but stage(s) "
+                               f"{', '.join(failed)} did not succeed: "
+                               + "; ".join(f"{n}: {done[n]['summary']}" if n in done else f"{n}: not run"
+                                           for n in failed))
         return ReportResult(json=outputs["json"], markdown=outputs["markdown"])
 
     def summary(self, result: Result | None) -> str:
