@@ -116,15 +116,17 @@ def test_log_in_open_the_trigger_form_trigger_and_see_the_run_succeed(airflow_se
     conf = s.ok("GET", s.run_path(DAG_ID, run_id))["conf"]
     assert conf["epochs"] == 2 and conf["profile"] == "smoke"
 
-    # the report task shows its "HTML report" extra link; the page it opens is the self-contained report
-    browser.get(f"{s.url}/dags/{DAG_ID}/runs/{quote(run_id)}/tasks/report")
+    # the report task's Details tab shows its "HTML report" extra link; it opens the self-contained report
+    browser.get(f"{s.url}/dags/{DAG_ID}/runs/{quote(run_id)}/tasks/report/details")
     try:
-        wait.until(ec.text_to_be_present_in_element((By.TAG_NAME, "body"), "HTML report"))
+        link = wait.until(ec.element_to_be_clickable((By.LINK_TEXT, "HTML report")))
     finally:
-        shot("05-report-task")
-    link = s.ok("GET", f"{s.run_path(DAG_ID, run_id)}/taskInstances/report/links")["extra_links"]["HTML report"]
-    browser.get(s.url + link)
+        shot("05-report-task-details")
+    expected = s.ok("GET", f"{s.run_path(DAG_ID, run_id)}/taskInstances/report/links")["extra_links"]["HTML report"]
+    assert link.get_attribute("href") == s.url + expected
+    link.click()
     wait.until(ec.presence_of_element_located((By.ID, "verdict")))
+    assert browser.current_url == s.url + expected
     images = browser.find_elements(By.TAG_NAME, "img")
     loaded = browser.execute_script("return Array.from(document.images).map(i => i.complete && i.naturalWidth)")
     height = browser.execute_script("return document.body.scrollHeight")
