@@ -95,11 +95,17 @@ def build_report(run_dir: Path, recipe: dict[str, Any]) -> dict[str, Any]:
             stages[name] = json.loads(path.read_text())
     measured = measured_metrics(stages)
     comparison = []
+    device = plan.get("device") or {}
+    cards = device.get("count", 0) * device.get("nnodes", 1)
     for name, pub in recipe.get("published", {}).items():
         value = measured.get(pub["measured_as"])
+        setting = pub.get("setting", "")
+        if value is not None and pub.get("cards") and cards and pub["cards"] != cards:
+            # a 1-card figure is no yardstick for an 8-card run, nor the other way round
+            value, setting = None, f"{setting} (this run: {cards} card(s), not compared)"
         comparison.append({
             "metric": name, "measured_as": pub["measured_as"], "published": pub["value"], "unit": pub.get("unit", ""),
-            "setting": pub.get("setting", ""), "source": pub["source"], "measured": value,
+            "setting": setting, "source": pub["source"], "measured": value,
             "ratio": (value / pub["value"]) if value is not None and pub["value"] else None,
         })
     own = [n for n, s in recipe["stages"].items() if s["kind"] in ("report", "gate")]  # they run after it

@@ -86,3 +86,22 @@ def test_a_tipc_record_is_appended_once_per_run(tmp_path: Path) -> None:
     path = tmp_path / "tipc_records.jsonl"
     assert history.append_record(path, record) and not history.append_record(path, record)
     assert [json.loads(line)["run_id"] for line in path.read_text().splitlines()] == ["r1"]
+
+
+def test_a_published_throughput_is_only_compared_with_a_run_on_as_many_cards(tmp_path: Path) -> None:
+    from npuflow.report import build_report
+    from npuflow.rundir import write_stage_result
+
+    run_dir = tmp_path / YOLOR / "r1"
+    (run_dir / "train").mkdir(parents=True)
+    for cards in (8, 2):
+        (run_dir / "plan.json").write_text(json.dumps({"run_id": "r1", "profile": "production",
+                                                       "device": {"count": cards, "nnodes": 1}}))
+        write_stage_result(run_dir / "train", {"ok": True, "kind": "train", "summary": "s", "result": {
+            "metrics": {"ips_global_median": 150.0, "world_size": cards, "eval": {}}, "outputs": {}}})
+        rows = {c["metric"]: c for c in build_report(run_dir, _recipe())["published_comparison"]}
+        assert rows["train_fps_1p"]["measured"] is None and "not compared" in rows["train_fps_1p"]["setting"]
+        if cards == 8:
+            assert rows["train_fps_8p"]["ratio"] == pytest.approx(150 / 143.3)
+        else:
+            assert rows["train_fps_8p"]["measured"] is None
