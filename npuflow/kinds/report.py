@@ -1,8 +1,7 @@
-"""report: the run's report (JSON + Markdown) against the tutorial's published numbers; the DAG's fan-in."""
+"""report: the run's report (JSON, Markdown, HTML) against the tutorial's published numbers and the gates; the fan-in."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +11,7 @@ from npuflow.kinds.base import Command, PlanContext, ReportResult, Result, Role,
 
 class Report(StageKind):
     name = "report"
-    description = "Report every stage's numbers next to the tutorial's published ones (report.json, report.md)."
+    description = "Report every stage's numbers next to the tutorial's and the gates (report.json, .md, .html)."
     produces = ReportResult
     consumes = {"stages": Role(Result, required=False, many=True)}
     ui_color = "#f1f3f5"
@@ -24,12 +23,13 @@ class Report(StageKind):
             argv=[ctx.var("interpreter"), "-m", "npuflow.report", "--run-dir", str(run_dir),
                   "--recipe", ctx.var("recipe_file")],
             cwd=str(run_dir), env={"PYTHONPATH": ctx.var("project_root")},
-            outputs={"json": [str(run_dir / "report.json")], "markdown": [str(run_dir / "report.md")]})
+            outputs={"json": [str(run_dir / "report.json")], "markdown": [str(run_dir / "report.md")],
+                     "html": [str(run_dir / "report.html")]})
 
     def collect(self, run: RunContext, outputs: dict[str, str], metrics: Any) -> ReportResult:
         # Written either way; a night where a selected stage failed (or never ran because one did) must not end
         # green because its report did.
-        done = json.loads(Path(outputs["json"]).read_text())["stages"]
+        done = read_json(Path(outputs["json"]), f"stage {run.stage.name}")["stages"]
         ancestors, todo = set(), list(run.stage.needs)
         while todo:
             name = todo.pop()
