@@ -7,6 +7,7 @@ every timed run, FP32 beside INT8). A plot without data is skipped, not drawn em
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 from typing import Any
@@ -51,15 +52,19 @@ def make_plots(run_dir: Path, stages: dict[str, dict[str, Any]]) -> dict[str, st
                 lr.set_ylabel("learning rate", color="tab:orange")
             ax.set_title(f"{name}: loss and learning rate")
             save(fig, f"{name}_loss_lr")
-        speed = [(r["t"], r.get("ips_global") or r.get("ips_per_card")) for r in train if r.get("ips_global")]
+        # The toolkit's own clock where every step logs its time; else when the line was read (a followed
+        # log.json is read in batches, once a second).
+        timed = bool(train) and all(r.get("batch_cost") for r in train)
+        clock = list(itertools.accumulate(r["batch_cost"] for r in train)) if timed else [r["t"] for r in train]
+        speed = [(x, r["ips_global"]) for x, r in zip(clock, train, strict=True) if r.get("ips_global")]
         metrics = (stored.get("result") or {}).get("metrics", {})
-        if not speed and metrics.get("calc_fps"):  # no throughput field (log.json): images per step / step time
+        if not speed and metrics.get("calc_fps") and timed:  # no throughput field (log.json): images / step time
             images = metrics["calc_fps"] * metrics["step_time_mean_s"]
-            speed = [(r["t"], images / r["batch_cost"]) for r in train if r.get("batch_cost")]
+            speed = [(x, images / r["batch_cost"]) for x, r in zip(clock, train, strict=True)]
         if speed:
             fig, ax = plt.subplots(figsize=(6.4, 3.0))
             ax.plot([t for t, _ in speed], [v for _, v in speed], marker=".", linewidth=1)
-            ax.set_xlabel("seconds since the stage started")
+            ax.set_xlabel("training seconds (logged step times, summed)" if timed else "seconds since the stage started")
             ax.set_ylabel("images/s (all cards)")
             ax.set_title(f"{name}: training throughput")
             save(fig, f"{name}_throughput")
