@@ -14,6 +14,15 @@ from collections.abc import Iterable
 #: dataset root, a missing login, a dataset that fails validation. Anything else non-zero may be transient.
 EXIT_NOT_RETRYABLE = 78
 
+
+def refuse(message: str) -> int:
+    """A program's side of that contract: print the cause as ``error: ...`` (the line the stage's headline is
+    taken from) and return the exit code, for ``return refuse(...)`` in a ``main``."""
+    import sys
+
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    return EXIT_NOT_RETRYABLE
+
 # A line that states a cause: this project's programs print "error: ..."; Python prints "XError: ..." last.
 _CAUSE = re.compile(r"^(?:error: (?P<ours>.+)|(?P<exc>(?:[A-Za-z_][\w.]*\.)?[A-Z]\w*(?:Error|Exception|Exit)): ?(?P<msg>.*))$")
 

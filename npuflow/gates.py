@@ -65,10 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     """The gate stage's program: the report's verdict on the named gates; exit 78 (no retry) if one missed."""
     import argparse
     import json
-    import sys
     from pathlib import Path
 
-    from npuflow.errors import EXIT_NOT_RETRYABLE
+    from npuflow.errors import refuse
 
     p = argparse.ArgumentParser(description="Fail when a gate of the run's report missed.")
     p.add_argument("--report", type=Path, required=True)
@@ -79,16 +78,14 @@ def main(argv: list[str] | None = None) -> int:
     wanted = [g for g in args.gates.split(",") if g]
     missing = [g for g in wanted if g not in verdicts]
     if missing:
-        print(f"error: the report has no verdict for gate(s) {missing}", file=sys.stderr)
-        return EXIT_NOT_RETRYABLE
+        return refuse(f"the report has no verdict for gate(s) {missing}")
     chosen = [verdicts[g] for g in wanted]
     args.out.write_text(json.dumps({"passed": all(g["passed"] for g in chosen), "gates": chosen}, indent=2) + "\n")
     for g in chosen:
         print(("PASS " if g["passed"] else "MISS ") + g["reason"], flush=True)
     failed = [g["reason"] for g in chosen if not g["passed"]]
     if failed:
-        print("error: " + "; ".join(failed), file=sys.stderr, flush=True)
-        return EXIT_NOT_RETRYABLE
+        return refuse("; ".join(failed))
     return 0
 
 

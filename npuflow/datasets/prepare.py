@@ -26,7 +26,7 @@ from npuflow.datasets.archive import extract, extracted_marker
 from npuflow.datasets.derive import STEPS
 from npuflow.datasets.download import Archive, DownloadError, check_free_space, download, form_login
 from npuflow.datasets.synth import GENERATORS
-from npuflow.errors import EXIT_NOT_RETRYABLE
+from npuflow.errors import refuse
 from npuflow.recipe import load_dataset_spec
 
 USER_ENV, PASSWORD_ENV = "NPUFLOW_DATASET_USER", "NPUFLOW_DATASET_PASSWORD"
@@ -123,8 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: dataset not prepared: {exc}", file=sys.stderr)
         return 1
     except (PrepareError, ValueError) as exc:
-        print(f"error: dataset not prepared: {exc}", file=sys.stderr)
-        return EXIT_NOT_RETRYABLE
+        return refuse(f"dataset not prepared: {exc}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"dataset ready at {args.root}: {json.dumps(result)[:2000]}")

@@ -19,7 +19,7 @@ from npuflow.datasets.cityscapes import validate_cityscapes
 from npuflow.datasets.coco import validate_coco
 from npuflow.datasets.findings import Findings
 from npuflow.datasets.yolo import validate_yolo
-from npuflow.errors import EXIT_NOT_RETRYABLE
+from npuflow.errors import refuse
 
 VALIDATORS = {"coco": validate_coco, "cityscapes": validate_cityscapes, "yolo": validate_yolo}
 DEFAULT_SPLITS = {"coco": ["train2017", "val2017"], "cityscapes": ["train", "val"], "yolo": ["train2017", "val2017"]}
@@ -59,8 +59,7 @@ def run(args: argparse.Namespace) -> int:
     for kind, info in report["warnings"].items():
         print(f"warning: {kind} x{info['count']}, e.g. {info['examples'][0]}")
     if not found.ok:
-        print(f"error: dataset is not usable: {found.describe()}", file=sys.stderr)
-        return EXIT_NOT_RETRYABLE
+        return refuse(f"dataset is not usable: {found.describe()}")
     print("dataset is clean")
     return 0
 

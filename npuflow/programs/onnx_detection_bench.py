@@ -17,7 +17,7 @@ import numpy as np
 
 from npuflow.cocoeval import coco_stats
 from npuflow.detdata import load_rgb, to_coco
-from npuflow.errors import EXIT_NOT_RETRYABLE
+from npuflow.errors import refuse
 from npuflow.model_ops import quantize_ops
 from npuflow.programs.bench_common import bench_arguments, check_arguments, timed, write_result
 
@@ -41,17 +41,15 @@ def main(argv: list[str] | None = None) -> int:
     check_arguments(args)
     model = args.model_dir / "model.onnx"
     if not model.is_file():
-        print(f"error: {args.model_dir}: no model.onnx", file=sys.stderr)
-        return EXIT_NOT_RETRYABLE
+        return refuse(f"{args.model_dir}: no model.onnx")
     import onnxruntime as ort
 
     sess = session(model, args.device, args.threads)
     meta = {k.removeprefix("npuflow."): json.loads(v)
             for k, v in sess.get_modelmeta().custom_metadata_map.items() if k.startswith("npuflow.")}
     if "img_size" not in meta or "categories" not in meta:
-        print(f"error: {model} has no npuflow.img_size/npuflow.categories metadata: export it with "
-              f"npuflow.programs.torch_export", file=sys.stderr)
-        return EXIT_NOT_RETRYABLE
+        return refuse(f"{model} has no npuflow.img_size/npuflow.categories metadata: export it with "
+                      f"npuflow.programs.torch_export")
     size = tuple(meta["img_size"])
     ann_file = args.dataset_root / "annotations" / f"instances_{args.split}.json"
     images = sorted(json.loads(ann_file.read_text())["images"], key=lambda im: im["id"])

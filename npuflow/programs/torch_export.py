@@ -17,15 +17,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from npuflow.errors import EXIT_NOT_RETRYABLE
+from npuflow.errors import refuse
 
 #: onnxruntime and torch agree to ~2e-4 on torchvision's SSD (FACTS); a real mismatch is far larger.
 TOLERANCE_PX = 1e-2
-
-
-def refuse(message: str) -> int:
-    print(f"error: {message}", file=sys.stderr, flush=True)
-    return EXIT_NOT_RETRYABLE
 
 
 def model_arguments(description: str) -> argparse.ArgumentParser:

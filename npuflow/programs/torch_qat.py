@@ -15,8 +15,9 @@ import json
 import sys
 import time
 
+from npuflow.errors import refuse
 from npuflow.model_ops import quantize_ops
-from npuflow.programs.torch_export import example_image, model_arguments, refuse
+from npuflow.programs.torch_export import example_image, model_arguments
 
 
 def main(argv: list[str] | None = None) -> int:
