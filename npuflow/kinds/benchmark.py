@@ -64,9 +64,8 @@ class Benchmark(StageKind):
 
         def value(key: str, default: int) -> str:
             """The setting, else the recipe's var ``bench_<key>`` (a profile's value for all benchmarks)."""
-            if key in s:
-                return str(ctx.render(str(s[key]), f"settings.{key}"))
-            return ctx.plan.variables.get(f"bench_{key}") or str(default)
+            found = ctx.setting(key)
+            return str(found) if found is not None else ctx.plan.variables.get(f"bench_{key}") or str(default)
 
         return Command(
             argv=[ctx.var("python"), "-m", PROGRAMS[s["program"]], "--model-dir", model.command.provides["model_dir"],
