@@ -66,13 +66,11 @@ def trends(measured: dict[str, float], previous: list[dict[str, Any]], tolerance
     return out
 
 
-def scaling(train: dict[str, Any], published: dict[str, Any], profile: str | None,
+def scaling(total: float | None, world: int | None, published: dict[str, Any], profile: str | None,
             previous: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """Training images/s in total and per card; for more than one card, the efficiency against a 1-card figure:
-    the newest successful 1-card run of this profile, else (production) the recipe's published 1-card figure."""
-    metrics = next(iter(train.values()), {}).get("metrics", {}) if train else {}
-    total = metrics.get("ips_global_median") or metrics.get("calc_fps")
-    world = metrics.get("world_size")
+    """Training images/s in total (the train kind's ``train_ips``) and per card; for more than one card, the
+    efficiency against a 1-card figure: the newest successful 1-card run of this profile, else (production) the
+    recipe's published 1-card figure."""
     if not total or not world:
         return None
     out: dict[str, Any] = {"cards": world, "images_per_s": total, "images_per_s_per_card": total / world}

@@ -127,7 +127,9 @@ def build_report(run_dir: Path, recipe: dict[str, Any]) -> dict[str, Any]:
         "published_comparison": comparison,
         "gates": gates.evaluate(recipe, plan.get("profile"), measured),
         "trends": history.trends(measured, previous, recipe.get("trend_tolerance", history.DEFAULT_TOLERANCE)),
-        "scaling": history.scaling(train, recipe.get("published", {}), plan.get("profile"), previous),
+        "scaling": history.scaling(next((measured.get(f"{n}.train_ips") for n in train), None),
+                                   next((r.get("metrics", {}).get("world_size") for r in train.values()), None),
+                                   recipe.get("published", {}), plan.get("profile"), previous),
         "plots": make_plots(run_dir, stages),
     }
 

@@ -67,12 +67,11 @@ def test_trends_flag_a_regression_beyond_the_tolerance_in_the_metrics_direction(
 
 
 def test_scaling_efficiency_uses_a_one_card_run_else_the_published_one_card_figure() -> None:
-    train = {"train": {"metrics": {"ips_global_median": 150.0, "world_size": 8}}}
     published = _recipe()["published"]
-    assert history.scaling(train, published, "production", [])["efficiency"] == pytest.approx(150 / (8 * 18.9))
+    assert history.scaling(150.0, 8, published, "production", [])["efficiency"] == pytest.approx(150 / (8 * 18.9))
     one_card = [{"run_id": "r1", "scaling": {"cards": 1, "images_per_s": 20.0}}]
-    assert history.scaling(train, published, "smoke", one_card)["efficiency"] == pytest.approx(150 / 160)
-    assert "efficiency" not in history.scaling(train, published, "smoke", [])
+    assert history.scaling(150.0, 8, published, "smoke", one_card)["efficiency"] == pytest.approx(150 / 160)
+    assert "efficiency" not in history.scaling(150.0, 8, published, "smoke", [])
 
 
 def test_a_tipc_record_is_appended_once_per_run(tmp_path: Path) -> None:
