@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import os
+from typing import Any
 
 import torch.distributed as dist
 
@@ -23,6 +24,15 @@ def init(device: str, timeout_s: int = 60) -> tuple[int, int, int]:
             torch.npu.set_device(local)
         dist.init_process_group(BACKENDS.get(device, "gloo"), timeout=datetime.timedelta(seconds=timeout_s))
     return rank, world, local
+
+
+def print_params_digest(rank: int, model: Any) -> None:
+    """``rank R: params sha256 D``: DDP must leave the parameters identical on every rank and node, and the
+    tests compare these lines."""
+    import hashlib
+
+    digest = hashlib.sha256(b"".join(p.detach().cpu().numpy().tobytes() for p in model.parameters())).hexdigest()[:16]
+    print(f"rank {rank}: params sha256 {digest}", flush=True)
 
 
 def barrier(world: int) -> None:

@@ -10,7 +10,6 @@ everything around it (torchrun, DDP over gloo, the YOLO-format dataset, ``--resu
 from __future__ import annotations
 
 import argparse
-import hashlib
 import sys
 import time
 from pathlib import Path
@@ -105,8 +104,7 @@ def main() -> None:
     dist.barrier(world)
     # Every rank prints a digest of its parameters: DDP must leave them identical on every rank and node.
     net = model.module if world > 1 else model
-    digest = hashlib.sha256(b"".join(p.detach().numpy().tobytes() for p in net.parameters())).hexdigest()[:16]
-    print(f"rank {rank}: params sha256 {digest}", flush=True)
+    dist.print_params_digest(rank, net)
     dist.finish(world)
 
 

@@ -12,7 +12,6 @@ loss_bbox, loss) and per evaluation (``mode: val``: bbox_mAP, bbox_mAP_50, ...).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
 import os
@@ -167,8 +166,7 @@ def main(argv: list[str] | None = None) -> int:
                       f"bbox_mAP_50: {keep['bbox_mAP_50']:.4f}, bbox_mAP_copypaste: {copypaste}", flush=True)
         dist.barrier(world)
     # Every rank prints a digest of its parameters: DDP must leave them identical on every rank and node.
-    digest = hashlib.sha256(b"".join(p.detach().numpy().tobytes() for p in model.parameters())).hexdigest()[:16]
-    print(f"rank {rank}: params sha256 {digest}", flush=True)
+    dist.print_params_digest(rank, model)
     dist.finish(world)
     return 0
 
