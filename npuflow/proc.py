@@ -3,8 +3,10 @@
 The child is started with ``start_new_session=True`` so the launcher and every rank it forks share one process
 group that :meth:`StageProcess.terminate` can signal at once. argv is a list and no shell is involved.
 
-The child's output is drained by a reader thread that only reads the pipe and appends to ``stage.log``, so a
-slow consumer (the Airflow task log, the metrics parser) never fills the pipe and never stalls the trainer.
+The child's stdout and stderr are ``stage.log`` itself (opened for appending), and the task follows that file,
+as torchrun's ``--tee`` does: the child's writes never wait for a reader, so a slow consumer (the Airflow task
+log, the metrics parser) never stalls the trainer, and a reader thread in the task's interpreter no longer
+competes with it for the pipe (bench/log_streaming.py).
 Every process of the job carries ``NPUFLOW_JOB`` in its environment, which is how leftovers are found, and the
 launcher gets SIGTERM if the task process itself dies (``PR_SET_PDEATHSIG``), so a SIGKILLed task cannot leave
 a job holding the cards.
@@ -77,9 +79,10 @@ class RankWatch(Poller):
 
     RANK_KEYS = (("RANK", "LOCAL_RANK"), ("PADDLE_TRAINER_ID", "PADDLE_LOCAL_RANK"))
 
-    def __init__(self, pid: int, every_s: float = 0.25) -> None:
+    def __init__(self, pid: int, every_s: float = 0.25, job: str = "") -> None:
         super().__init__(f"rank-watch-{pid}", every_s)
         self.pid = pid
+        self.job = job  # also look among the processes marked with this job (ranks inside a container)
         self.started = time.monotonic()
         self.ranks: dict[int, tuple[str, str]] = {}  # pid -> (rank, local_rank)
         self.exits: list[RankExit] = []
@@ -91,6 +94,12 @@ class RankWatch(Poller):
             kids = psutil.Process(self.pid).children(recursive=True)
         except psutil.Error:
             kids = []
+        if self.job:
+            known = {k.pid for k in kids}
+            for pid in marked_processes(JOB_ENV, self.job):
+                with contextlib.suppress(psutil.Error):
+                    if pid not in known:
+                        kids.append(psutil.Process(pid))
         alive = set()
         for proc in kids:
             try:
@@ -134,7 +143,9 @@ class StageProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self.watch: RankWatch | None = None
         self.dropped_bytes = 0
-        self.child_seconds: float | None = None  # from start to the end of the child's output
+        self.child_seconds: float | None = None  # from start to the child's exit
+        #: Ranks that are not the launcher's descendants (a container's) are found by the job marker instead.
+        self.find_ranks_by_marker = False
 
     def run(self, on_line: Callable[[str], None]) -> int:
         """Start the command, hand each output line to ``on_line``, return the exit code (negative: signal)."""
@@ -145,16 +156,28 @@ class StageProcess:
         if self.job:
             env[JOB_ENV] = self.job
         shim = [sys.executable, "-S", "-c", _PDEATHSIG_SHIM, str(os.getpid())]
-        started = time.monotonic()
-        self.proc = subprocess.Popen(
-            [*shim, *self.argv], cwd=self.cwd, env=env, stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
-        )
+        # The child writes stage.log itself (O_APPEND, like torchrun's --tee): its writes never wait for a reader.
+        with open(self.log_path, "ab") as log:
+            start_offset = log.tell()
+            started = time.monotonic()
+            self.proc = subprocess.Popen(
+                [*shim, *self.argv], cwd=self.cwd, env=env, stdin=subprocess.DEVNULL,
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        exited = threading.Event()
+
+        def waiter() -> None:
+            assert self.proc is not None
+            self.proc.wait()
+            self.child_seconds = time.monotonic() - started
+            exited.set()
+
+        threading.Thread(target=waiter, daemon=True, name="stage-wait").start()
         if self.watch_ranks:
-            self.watch = RankWatch(self.proc.pid)
+            self.watch = RankWatch(self.proc.pid, job=self.job if self.find_ranks_by_marker else "")
             self.watch.start()
         try:
-            for line in self._lines(started):
+            for line in self._follow(start_offset, exited):
                 self.tail.append(line)
                 on_line(line)
             return self.proc.wait()
@@ -162,58 +185,35 @@ class StageProcess:
             if self.watch is not None:
                 self.watch.stop()
 
-    def _lines(self, started: float) -> Iterator[str]:
-        """Lines of the child's output, decoded; read by a thread that never waits for this generator."""
-        assert self.proc is not None and self.proc.stdout is not None
-        fd = self.proc.stdout.fileno()
-        chunks: deque[bytes] = deque()
-        cond = threading.Condition()
-        state = {"pending": 0, "eof": False}
+    def _follow(self, offset: int, exited: threading.Event, every_s: float = 0.05) -> Iterator[str]:
+        """Lines appended to stage.log from ``offset`` on, until the child has exited and all are read.
 
-        def reader() -> None:
-            with open(self.log_path, "ab") as log:
-                while True:
-                    try:
-                        chunk = os.read(fd, 1 << 20)
-                    except OSError:
-                        chunk = b""
-                    if not chunk:
-                        break
-                    log.write(chunk)
-                    with cond:
-                        if state["pending"] + len(chunk) > self.backlog_bytes:
-                            self.dropped_bytes += len(chunk)  # stage.log keeps it; the task log falls behind
-                        else:
-                            chunks.append(chunk)
-                            state["pending"] += len(chunk)
-                        cond.notify()
-            self.child_seconds = time.monotonic() - started
-            with cond:
-                state["eof"] = True
-                cond.notify()
-
-        thread = threading.Thread(target=reader, daemon=True, name="stage-output")
-        thread.start()
+        A consumer more than ``backlog_bytes`` behind skips to the newest output (stage.log keeps every line)
+        and says so, so the task log stays live and the stage does not end long after its job."""
         partial = b""
-        reported = 0
-        while True:
-            with cond:
-                while not chunks and not state["eof"]:
-                    cond.wait()
-                if not chunks:
+        with open(self.log_path, "rb") as fh:
+            fh.seek(offset)
+            while True:
+                done = exited.is_set()  # read once more after the exit: what was written before it is in the file
+                behind = os.fstat(fh.fileno()).st_size - fh.tell()
+                if behind > self.backlog_bytes:
+                    before = fh.tell()
+                    fh.seek(behind - self.backlog_bytes // 2, os.SEEK_CUR)
+                    fh.readline()  # on to the next line boundary
+                    skipped = fh.tell() - before + len(partial)
+                    self.dropped_bytes += skipped
+                    partial = b""
+                    yield (f"[npuflow] {skipped} bytes of output went by faster than the task log could take "
+                           f"them; {self.log_path} has every line")
+                data = fh.read(1 << 20)
+                if data:
+                    *lines, partial = (partial + data).split(b"\n")
+                    for raw in lines:
+                        yield raw.decode("utf-8", "replace").rstrip("\r")
+                    continue
+                if done:
                     break
-                data = b"".join(chunks)
-                chunks.clear()
-                state["pending"] = 0
-            if self.dropped_bytes > reported:
-                yield (f"[npuflow] {self.dropped_bytes - reported} bytes of output went by faster than the task log "
-                       f"could take them; {self.log_path} has every line")
-                reported = self.dropped_bytes
-            *lines, partial = (partial + data).split(b"\n")
-            for raw in lines:
-                yield raw.decode("utf-8", "replace").rstrip("\r")
-        thread.join()
-        self.proc.stdout.close()
+                exited.wait(every_s)
         if partial:
             yield partial.decode("utf-8", "replace").rstrip("\r")
 
