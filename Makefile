@@ -15,11 +15,15 @@ export AIRFLOW__CORE__EXECUTOR := LocalExecutor
 export NPUFLOW_RUNS_DIR := $(ROOT)/var/runs
 export PYTHONWARNINGS := ignore
 
-.PHONY: setup browser demo test test-fast lint bench plan clean lock up down
+.PHONY: setup browser engine demo test test-fast lint bench plan clean lock up down
 
 # The UI tests drive Debian's chromium through chromedriver (nothing is downloaded by a test tool).
 CHROMEDRIVER := /usr/bin/chromedriver
+# The engine tests start Debian's dockerd themselves and build the stage images FROM a debootstrap'ed base.
+DOCKERD := /usr/sbin/dockerd
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT_INSTALL = $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(1) \
+  || { $(SUDO) apt-get update -q && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(1); }
 
 setup: $(STAMP)
 
@@ -32,21 +36,27 @@ $(STAMP): requirements/lock.txt pyproject.toml
 browser: $(CHROMEDRIVER)
 
 $(CHROMEDRIVER):
-	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver \
-	  || { $(SUDO) apt-get update -q && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; }
+	$(call APT_INSTALL,chromium chromium-driver)
+
+engine: $(DOCKERD)
+
+$(DOCKERD):
+	$(call APT_INSTALL,docker.io debootstrap)
 
 demo: $(STAMP)
 	$(VENV)/bin/npuflow demo ppyoloe_plus_crn_l_80e_coco --profile smoke
 
-test: $(STAMP) $(CHROMEDRIVER)
+test: $(STAMP) $(CHROMEDRIVER) $(DOCKERD)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/hadolint docker/*.Dockerfile
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "not e2e and not services" $(PYTEST_ARGS)
+	$(PY) -m pytest -q -m "not e2e and not services and not engine" $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/hadolint docker/*.Dockerfile
 
 bench: $(STAMP)
 	$(PY) bench/dag_parse.py

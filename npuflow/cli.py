@@ -53,10 +53,11 @@ def cmd_plan(args: argparse.Namespace) -> int:
         params["profile"] = args.profile
     plan = build_plan(load_recipe(args.dag_id), params, run_id=args.run_id)
     stages = [{"name": s.name, "kind": s.kind, "needs": s.needs, "argv": s.argv, "env": s.env, "cwd": s.cwd,
-               **{k: getattr(s, k) for k in ("settings", "builtins", "resume", "free_disk", "metrics_file", "expect_line")
+               **{k: getattr(s, k) for k in ("settings", "builtins", "resume", "free_disk", "metrics_file", "expect_line",
+                                                  "container")
                   if getattr(s, k)}}
               for s in plan.stages if s.enabled]
-    print(json.dumps({"stages": stages}, indent=2))
+    print(json.dumps({"runner": plan.runner, "stages": stages}, indent=2))
     return 0
 
 

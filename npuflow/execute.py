@@ -10,6 +10,7 @@ from __future__ import annotations
 import glob
 import json
 import re
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -23,7 +24,7 @@ from npuflow.kinds.base import RunContext, StageKind, Upstream
 from npuflow.logparse import PARSERS, MetricsSummary, parser_for
 from npuflow.plan import Plan, StageCommand
 from npuflow.preflight import PreflightError, run_preflight
-from npuflow.proc import Poller, StageProcess, describe_exit
+from npuflow.proc import JOB_ENV, Poller, StageProcess, describe_exit
 from npuflow.resume import find_checkpoint, resume_argv
 from npuflow.rundir import read_stage_result, write_stage_result
 
@@ -220,6 +221,38 @@ class _ExpectLine(Poller):
             self.proc.terminate(10.0)
 
 
+def _container_process(stage: StageCommand, argv: list[str], job: str, secret_env: dict[str, str],
+                       log: Log) -> StageProcess:
+    """The stage's command in its container: the supervisor (``npuflow.container``) runs under the host runner,
+    so its process group, PDEATHSIG, stage.log and kill work as for a host command. Credentials reach the
+    container through the supervisor's environment, never the spec file."""
+    from npuflow.container import describe, write_spec
+
+    spec = {**stage.container, "argv": argv, "cwd": stage.cwd, "job": job, "home": stage.stage_dir,
+            "env": {**stage.env, **stage.container["env"], JOB_ENV: job}, "pass_env": sorted(secret_env)}
+    path = Path(stage.stage_dir) / "container.json"
+    write_spec(path, spec)
+    log(describe(spec))
+    proc = StageProcess([sys.executable, "-m", "npuflow.container", str(path)], env=secret_env, cwd=stage.cwd,
+                        log_path=Path(stage.stage_dir) / "stage.log", tail_lines=100, job=job,
+                        watch_ranks=registry()[stage.kind].holds_cards)
+    proc.find_ranks_by_marker = True  # the ranks are the engine's children, not the supervisor's
+    return proc
+
+
+def _remove_containers(job: str, log: Log) -> None:
+    """Whatever the supervisor did not get to remove (it was SIGKILLed): nothing of the job may survive."""
+    from npuflow.container import ContainerError, remove_job_containers
+
+    try:
+        left = remove_job_containers(job)
+    except ContainerError as exc:
+        log(f"warning: could not check for containers of {job}: {exc}")
+        return
+    if left:
+        log(f"removed container(s) of this stage that were still there: {', '.join(left)}")
+
+
 def _fail(stage_dir: Path, result: dict[str, Any], error: StageError) -> NoReturn:
     """Record the failure in result.json (its summary is the error's cause) and raise it."""
     result["summary"] = error.cause.removeprefix(f"stage {result['stage']}: ")
@@ -268,8 +301,11 @@ def execute_stage(plan: Plan, stage: StageCommand, *, log: Log, log_format: str,
     # With a metrics file (MMDetection's log.json) the console is only shown; the file is parsed.
     parse_console = progress is not None and stage.metrics_file is None
 
-    proc = StageProcess(argv, env={**stage.env, **(secret_env or {})}, cwd=stage.cwd,
-                        log_path=stage_dir / "stage.log", tail_lines=100, job=job, watch_ranks=kind.holds_cards)
+    if stage.container is not None:
+        proc = _container_process(stage, argv, job, secret_env or {}, log)
+    else:
+        proc = StageProcess(argv, env={**stage.env, **(secret_env or {})}, cwd=stage.cwd,
+                            log_path=stage_dir / "stage.log", tail_lines=100, job=job, watch_ranks=kind.holds_cards)
     expect = _ExpectLine(stage.expect_line, proc, log) if stage.expect_line else None
 
     def on_line(line: str) -> None:
@@ -296,6 +332,8 @@ def execute_stage(plan: Plan, stage: StageCommand, *, log: Log, log_format: str,
         for poller in (follow, expect):
             if poller is not None:
                 poller.stop()
+        if stage.container is not None:
+            _remove_containers(job, log)
         metrics = progress.close() if progress is not None else None
     result: dict[str, Any] = {
         "stage": stage.name, "kind": stage.kind, "attempt": attempt, "argv": argv, "env": stage.env,

@@ -41,6 +41,10 @@ PARAMS: dict[str, dict[str, Any]] = {
     "resume": {"type": "boolean",
                "description": "Resume training from the newest complete checkpoint (true) or start afresh (false). "
                               "Default: resume only when the train task is retried."},
+    "runner": {"type": "string", "enum": ["process", "docker"],
+               "description": "Run the stages as host processes or in the profile's container image. Default: the profile's."},
+    "image": {"type": "string", "minLength": 1,
+              "description": "The stage image when the runner is docker. Default: the recipe's container.image."},
     "toolkit_dir": {"type": "string", "minLength": 1,
                     "description": "Checkout of the toolkit (PaddleDetection, PaddleSeg, ModelZoo). Default: the recipe's."},
 }
@@ -78,6 +82,8 @@ class StageCommand:
     #: downstream commands (``model_dir``, ``root``).
     builtins: dict[str, str] = field(default_factory=dict)
     provides: dict[str, str] = field(default_factory=dict)
+    #: Where the command runs when the runner is docker (npuflow.container.container_for); None: on the host.
+    container: dict[str, Any] | None = None
 
 
 @dataclass
@@ -90,6 +96,7 @@ class Plan:
     dataset: dict[str, Any]
     variables: dict[str, str]
     stages: list[StageCommand]
+    runner: str = "process"
 
     def stage(self, name: str) -> StageCommand:
         for stage in self.stages:
@@ -297,6 +304,8 @@ def build_plan(recipe: Recipe, params: dict[str, Any] | None = None, *, run_id: 
         "run_dir": str(run_dir),
         "profile": profile_name,
         "interpreter": interpreter or sys.executable,
+        # Where that interpreter's installation lives (a venv's base): mounted into smoke-profile containers.
+        "interpreter_prefix": sys.base_prefix,
         "project_root": str(PROJECT_ROOT),
         "recipe_file": str(recipe.path),
         "dataset_spec": dataset["name"],
@@ -331,16 +340,27 @@ def build_plan(recipe: Recipe, params: dict[str, Any] | None = None, *, run_id: 
     plan = Plan(dag_id=recipe.dag_id, profile=profile_name, run_id=run_id, run_dir=str(run_dir), device=device,
                 dataset={"spec": dataset["name"], "format": dataset["format"], "source": source,
                          "splits": list(dataset["splits"].values())},
-                variables=_resolved(raw, recipe.path.name), stages=[])
+                variables=_resolved(raw, recipe.path.name), stages=[],
+                runner=params.get("runner") or profile.get("runner", "process"))
+    container_cfg = None
+    if plan.runner == "docker":
+        container_cfg = {**recipe.data.get("container", {}), **profile.get("container", {})}
+        if params.get("image"):
+            container_cfg["image"] = params["image"]
+        if not container_cfg.get("image"):
+            raise PlanError(f"{recipe.dag_id}: runner=docker needs an image: the recipe's container.image, the "
+                            f"profile's, or the image parameter")
+    elif params.get("image"):
+        raise PlanError(f"{recipe.dag_id}: image={params['image']!r} is only used with runner=docker")
     kinds = registry()
     for name in recipe.order:
         plan.stages.append(_stage(plan, recipe, name, kinds[recipe.stages[name]["kind"]], raw, profile, device,
-                                  enabled=name in selected))
+                                  enabled=name in selected, container_cfg=container_cfg))
     return plan
 
 
 def _stage(plan: Plan, recipe: Recipe, name: str, kind: StageKind, raw: dict[str, Any], profile: dict[str, Any],
-           device: dict[str, Any], enabled: bool) -> StageCommand:
+           device: dict[str, Any], enabled: bool, container_cfg: dict[str, Any] | None = None) -> StageCommand:
     """One stage's command: the recipe's argv for a toolkit stage, the kind's for a project stage."""
     spec = recipe.stages[name]
     stage_dir = Path(plan.run_dir) / name
@@ -365,8 +385,15 @@ def _stage(plan: Plan, recipe: Recipe, name: str, kind: StageKind, raw: dict[str
     else:
         cwd, argv, outputs = command.cwd, command.argv, command.outputs
         env = {**command.env, **env}
+    container = None
+    if container_cfg is not None and kind.in_container:
+        from npuflow.container import container_for
+
+        folders = [plan.run_dir, cwd, *(_value_or_none(vs, v) or "" for v in ("toolkit_dir", "dataset_dir"))]
+        container = container_for(container_cfg, device=device, holds_cards=kind.holds_cards,
+                                  paths=[f for f in folders if f and Path(f).is_absolute()], render=vs.render)
     return StageCommand(
-        name=name, kind=kind.name, argv=argv, env=env, cwd=cwd, outputs=outputs, stage_dir=str(stage_dir),
+        name=name, kind=kind.name, container=container, argv=argv, env=env, cwd=cwd, outputs=outputs, stage_dir=str(stage_dir),
         enabled=enabled, execution_timeout_minutes=spec.get("execution_timeout_minutes"),
         resume=_resume(spec.get("resume"), vs, device, cwd),
         free_disk=_free_disk(spec.get("free_disk"), vs, cwd),
@@ -376,6 +403,13 @@ def _stage(plan: Plan, recipe: Recipe, name: str, kind: StageKind, raw: dict[str
         settings=_render_tree(ctx.settings, vs, "settings"),
         builtins=builtins, provides=kind.provides(ctx, outputs, cwd),
     )
+
+
+def _value_or_none(vs: _Vars, name: str) -> Any:
+    try:
+        return vs.value(name) if name in vs.raw else None
+    except PlanError:
+        return None
 
 
 def _render_tree(obj: Any, vs: _Vars, what: str) -> Any:

@@ -185,6 +185,10 @@ class StageKind:
     #: Runs once its upstreams are done, failed ones included (the report: a failed night still gets its report,
     #: and the gates after it fail on what was not measured). Else it runs only when none of them failed.
     runs_after_failures: ClassVar[bool] = False
+    #: With the docker runner, the stage runs in the profile's image (the toolkit, its interpreter, the cards).
+    #: False for the project's own bookkeeping (fetching data, validating it, the report, the gates), which runs
+    #: where Airflow runs.
+    in_container: ClassVar[bool] = True
 
     # -- plan time -------------------------------------------------------------------------------------
     def command(self, ctx: PlanContext) -> Command | None:

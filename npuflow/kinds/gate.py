@@ -35,6 +35,7 @@ class GateResult(Result):
 
 class Gate(StageKind):
     name = "gate"
+    in_container = False
     description = "Fail the run when a measured number misses the recipe's quality gate (after the report)."
     produces = GateResult
     consumes = {"report": Role(ReportResult), "model": Role(ModelResult, required=False)}

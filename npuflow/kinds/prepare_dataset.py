@@ -9,6 +9,7 @@ from npuflow.kinds.base import Command, DatasetResult, PlanContext, Result, RunC
 
 class PrepareDataset(StageKind):
     name = "prepare_dataset"
+    in_container = False
     description = "Make the dataset available: download and extract it, read it from disk, or generate it."
     produces = DatasetResult
     ui_color = "#fdf0d5"

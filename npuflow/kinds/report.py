@@ -11,6 +11,7 @@ from npuflow.kinds.base import Command, PlanContext, ReportResult, Result, Role,
 
 class Report(StageKind):
     name = "report"
+    in_container = False
     description = "Report every stage's numbers next to the tutorial's and the gates (report.json, .md, .html)."
     produces = ReportResult
     consumes = {"stages": Role(Result, required=False, many=True)}

@@ -20,6 +20,7 @@ from npuflow.kinds.base import (
 
 class ValidateDataset(StageKind):
     name = "validate_dataset"
+    in_container = False
     description = "Check the dataset's layout, annotations and images against the spec's counts."
     produces = ValidationResult
     consumes = {"dataset": Role(DatasetResult)}
