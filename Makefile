@@ -66,6 +66,8 @@ bench: $(STAMP)
 	$(PY) bench/download.py --link-mib-s 200
 	$(PY) bench/train_passthrough.py
 	$(PY) bench/log_streaming.py
+	$(PY) bench/log_streaming.py --runner docker
+	$(PY) bench/runner_overhead.py
 	$(PY) bench/trigger_latency.py
 	$(PY) bench/compression.py
 	$(PY) bench/compression.py --dag deeplabv3p_resnet50_os8_cityscapes_1024x512_80k

@@ -1,13 +1,13 @@
 """Run a stage's command in a container (the tutorials' images) through the docker SDK, as a host process runs.
 
 The task does not talk to the engine itself: it starts ``python -m npuflow.container <spec.json>`` in place of
-the command, under the same runner as a host command (own process group, PDEATHSIG, ``stage.log`` written by
-the child). This supervisor creates the container, copies its output to its own stdout, and exits with the
-container's exit status. On SIGTERM (``on_kill``, a timeout, the task process dying) it stops the container
-(SIGTERM, then SIGKILL after the grace) and removes it. So preflight, resume, failing-rank naming and metrics
-see what they see for a host process: the same argv, env and cwd, paths bind-mounted where they are on the
-host, ranks carrying the ``NPUFLOW_JOB`` marker (visible in the host's /proc). Every container is labelled
-``npuflow.job=<job>``, which finds what an earlier try left.
+the command, under the same runner as a host command (own process group, PDEATHSIG, the task following
+``stage.log``). This supervisor creates the container, whose command appends its output to that same
+``stage.log`` (mounted), and exits with the container's exit status. On SIGTERM (``on_kill``, a timeout, the
+task process dying) it stops the container (SIGTERM, then SIGKILL after the grace) and removes it. So
+preflight, resume, failing-rank naming and metrics see what they see for a host process: the same argv, env
+and cwd, paths bind-mounted where they are on the host, ranks carrying the ``NPUFLOW_JOB`` marker (visible in
+the host's /proc). Every container is labelled ``npuflow.job=<job>``, which finds what an earlier try left.
 
 Plan time (:func:`container_for`) imports nothing but the standard library; the ``docker`` package is needed
 only where a stage really runs in a container.
@@ -151,9 +151,16 @@ def _stop(container: Any, grace_s: float) -> None:
         container.remove(force=True)
 
 
+#: The container's command: the stage's argv with its stdout and stderr appended to stage.log (bind-mounted at
+#: its own path) by the container itself, as a host child writes it. Neither the engine's log driver nor an
+#: attached client sits between the toolkit and its log, so it never waits for them (bench/log_streaming.py).
+#: A constant script: the log path and argv are its positional parameters, never part of the script.
+LOG_SCRIPT = 'exec "$@" >>"$0" 2>&1'
+
+
 def _create(cli: Any, spec: dict[str, Any]) -> Any:
     import docker
-    from docker.types import Mount
+    from docker.types import LogConfig, Mount
 
     env = dict(spec["env"])
     env.update({name: os.environ[name] for name in spec.get("pass_env", []) if name in os.environ})
@@ -161,7 +168,8 @@ def _create(cli: Any, spec: dict[str, Any]) -> Any:
         env["HOME"] = spec["home"]  # the invoking user has no home in the image; toolkits write caches there
     try:
         return cli.containers.create(
-            spec["image"], command=spec["argv"], name=container_name(spec["job"]), labels={JOB_LABEL: spec["job"]},
+            spec["image"], command=["/bin/sh", "-c", LOG_SCRIPT, spec["log_path"], *spec["argv"]],
+            log_config=LogConfig(type=LogConfig.types.NONE), name=container_name(spec["job"]), labels={JOB_LABEL: spec["job"]},
             environment=env, working_dir=spec["cwd"], user=spec["user"] or "0:0",
             group_add=[str(g) for g in spec.get("group_add", [])] or None,
             mounts=[Mount(m["target"], m["source"], type="bind", read_only=m["read_only"]) for m in spec["mounts"]],
@@ -175,12 +183,11 @@ def _create(cli: Any, spec: dict[str, Any]) -> Any:
         raise ContainerError(f"the engine refused the container: {exc.explanation or exc}") from None
 
 
-def supervise(spec: dict[str, Any], out: Any = None) -> int:
-    """Run the container of ``spec`` to its end, its output to ``out``; returns its exit status.
+def supervise(spec: dict[str, Any]) -> int:
+    """Run the container of ``spec`` to its end; returns its exit status.
 
     SIGTERM or SIGINT stops the container (``stop_grace_s``) and removes it; the status is then 128 + signal.
     """
-    out = out or sys.stdout.buffer
     stop = threading.Event()
     received: list[int] = []
 
@@ -196,31 +203,19 @@ def supervise(spec: dict[str, Any], out: Any = None) -> int:
         print(f"[npuflow] removed container(s) an earlier try left: {', '.join(left)}", file=sys.stderr, flush=True)
     container = _create(cli, spec)
     try:
-        stream = container.attach(stream=True, logs=True, stdout=True, stderr=True)  # before start (FACTS)
-        copier = threading.Thread(target=_copy, args=(stream, out), daemon=True, name="container-output")
-        copier.start()
         container.start()
         while not stop.is_set():
             try:
                 status = container.wait(timeout=0.5)
             except Exception:  # requests' ReadTimeout/ConnectionError: still running
                 continue
-            copier.join(10)
             return int(status.get("StatusCode", 1))
         print(f"[npuflow] {signal.Signals(received[0]).name}: stopping container {container.name}",
               file=sys.stderr, flush=True)
         _stop(container, float(spec.get("stop_grace_s", 8.0)))
-        copier.join(5)
         return 128 + received[0]
     finally:
         _stop(container, 0.0)
-
-
-def _copy(stream: Any, out: Any) -> None:
-    with contextlib.suppress(Exception):
-        for chunk in stream:
-            out.write(chunk)
-            out.flush()
 
 
 def write_spec(path: Path, spec: dict[str, Any]) -> None:

@@ -229,6 +229,7 @@ def _container_process(stage: StageCommand, argv: list[str], job: str, secret_en
     from npuflow.container import describe, write_spec
 
     spec = {**stage.container, "argv": argv, "cwd": stage.cwd, "job": job, "home": stage.stage_dir,
+            "log_path": str(Path(stage.stage_dir) / "stage.log"),
             "env": {**stage.env, **stage.container["env"], JOB_ENV: job}, "pass_env": sorted(secret_env)}
     path = Path(stage.stage_dir) / "container.json"
     write_spec(path, spec)

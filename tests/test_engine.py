@@ -207,7 +207,7 @@ def test_a_sigkilled_task_leaves_no_container_and_no_process_within_10_s(engine:
 def test_a_missing_image_is_refused_naming_it(engine: Engine, tmp_path: Path) -> None:
     spec = {"image": "npuflow/nope:1", "user": None, "group_add": [], "mounts": [], "devices": [], "env": {},
             "network_mode": "host", "ipc_mode": "host", "shm_gib": 1, "argv": ["true"], "cwd": "/", "job": "t/x/y/node0",
-            "home": str(tmp_path), "pass_env": []}
+            "home": str(tmp_path), "pass_env": [], "log_path": str(tmp_path / "stage.log")}
     path = tmp_path / "container.json"
     path.write_text(json.dumps(spec))
     done = subprocess.run([str(VENV_BIN / "python"), "-m", "npuflow.container", str(path)], capture_output=True,
