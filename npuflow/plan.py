@@ -32,6 +32,9 @@ PARAMS: dict[str, dict[str, Any]] = {
     "node_rank": {"type": "integer", "minimum": 0, "maximum": 63, "description": "This node's rank."},
     "master": {"type": "string", "pattern": r"^[A-Za-z0-9.\-]+:[0-9]{1,5}$",
                "description": "host:port of the rank-0 node, needed when nnodes > 1."},
+    "hosts": {"type": "array", "items": {"type": "string", "pattern": r"^[A-Za-z0-9_.@\-]+$"}, "minItems": 1,
+              "description": "Celery queues of the nodes, in node-rank order (default: the deployment's "
+                             "NPUFLOW_HOSTS); node k's train task runs on the worker of hosts[k]."},
     "rendezvous": {"type": "string", "enum": ["c10d", "static"],
                    "description": "torchrun multi-node: c10d rendezvous at master (default) or static ranks."},
     "epochs": {"type": "integer", "minimum": 1, "description": "Override the training length in epochs."},
@@ -189,6 +192,12 @@ def _device(recipe: Recipe, profile: dict[str, Any], params: dict[str, Any]) -> 
         raise PlanError(f"{recipe.dag_id}: nnodes={nnodes} needs master=host:port of the rank-0 node")
     return {"kind": kind, "count": count, "ids": ids, "nnodes": nnodes, "node_rank": node_rank,
             "master": params.get("master"), "rendezvous": params.get("rendezvous")}
+
+
+def node_stage_dir(stage_dir: Path, device: dict[str, Any], kind: StageKind) -> Path:
+    """Node 0 keeps ``<run>/<stage>/`` (what downstream stages read); another node of a per-node stage writes
+    its log, metrics and result to ``<run>/<stage>/node<k>/``, so nodes sharing a run folder never collide."""
+    return stage_dir / f"node{device['node_rank']}" if kind.per_node and device["node_rank"] else stage_dir
 
 
 def device_pool(kind: str) -> str:
@@ -363,7 +372,7 @@ def _stage(plan: Plan, recipe: Recipe, name: str, kind: StageKind, raw: dict[str
            device: dict[str, Any], enabled: bool, container_cfg: dict[str, Any] | None = None) -> StageCommand:
     """One stage's command: the recipe's argv for a toolkit stage, the kind's for a project stage."""
     spec = recipe.stages[name]
-    stage_dir = Path(plan.run_dir) / name
+    stage_dir = node_stage_dir(Path(plan.run_dir) / name, device, kind)
     where = f"{recipe.path.name} stage {name}"
     vs = _Vars({**raw, "stage_dir": _Literal(stage_dir)}, where)
     built = {s.name: s for s in plan.stages}

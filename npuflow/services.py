@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from npuflow.datastores import DatastoreError, Datastores, wait_port, write_private_json
+from npuflow.fleet import HOSTS_ENV
 from npuflow.proc import marked_processes, stop_processes
 from npuflow.recipe import PROJECT_ROOT
 
@@ -42,8 +44,8 @@ SERVICES_ENV = "NPUFLOW_SERVICES"
 
 #: Started in this order, stopped in the reverse. Log servers are off (they would bind 0.0.0.0:8793/8794);
 #: the api-server reads task logs from the shared log folder instead.
-COMPONENTS: dict[str, list[str]] = {
-    "api-server": ["api-server", "-H", "127.0.0.1", "-p", "{port}", "-w", "1"],
+AIRFLOW_COMPONENTS: dict[str, list[str]] = {
+    "api-server": ["api-server", "-H", "{bind}", "-p", "{port}", "-w", "1"],
     "dag-processor": ["dag-processor"],
     "scheduler": ["scheduler", "--skip-serve-logs"],
     "triggerer": ["triggerer", "--skip-serve-logs"],
@@ -54,6 +56,11 @@ COMPONENTS: dict[str, list[str]] = {
 USERS: dict[str, str] = {"admin": "admin", "operator": "op", "viewer": "viewer"}
 
 HEALTH_PATH = "/api/v2/monitor/health"
+
+EXECUTORS = ("local", "celery")
+DATASTORES = ("postgres", "redis")
+#: The Celery queue of every task that is not one node's share of a multi-node job (Airflow's default name).
+DEFAULT_QUEUE = "default"
 
 
 class ServiceError(RuntimeError):
@@ -88,6 +95,21 @@ class ServiceConfig:
     dag_refresh_s: int = 5  # new DAG files show up within this many seconds (Airflow's default: 300)
     default_profile: str = "smoke"  # the CPU profile; production hosts pass "production"
     base_env: dict[str, str] = field(default_factory=dict)
+    #: ``local``: LocalExecutor on SQLite (the embedded default). ``celery``: CeleryExecutor on PostgreSQL and
+    #: Redis, with a Celery worker per entry of ``workers`` consuming the queue of that name.
+    executor: str = "local"
+    #: ``all``: the datastores, the scheduler side and this host's workers; ``worker``: only the workers, joining
+    #: the deployment described by ``join_env`` (the ``celery.env`` an ``all`` host writes).
+    role: str = "all"
+    workers: list[str] = field(default_factory=list)
+    #: The fleet's node queues, in node-rank order (a multi-node train task has one mapped task per entry).
+    hosts: list[str] = field(default_factory=list)
+    bind: str = "127.0.0.1"  # where PostgreSQL, Redis and the api-server listen (a fleet: this host's address)
+    pg_port: int = 5432
+    redis_port: int = 6379
+    worker_concurrency: int = 4
+    heartbeat_timeout_s: int | None = None  # a lost worker's tasks fail after this long (Airflow: 300 s)
+    join_env: dict[str, str] = field(default_factory=dict)
 
     @property
     def state_dir(self) -> Path:
@@ -95,7 +117,16 @@ class ServiceConfig:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.bind}:{self.port}"
+
+    @property
+    def datastores(self) -> Datastores:
+        return Datastores(self.state_dir, self.bind, self.pg_port, self.redis_port)
+
+    @property
+    def join_file(self) -> Path:
+        """What a worker host needs to join this deployment (mode 0600: it holds the DB and broker passwords)."""
+        return self.state_dir / "celery.env"
 
     @property
     def passwords_file(self) -> Path:
@@ -105,7 +136,7 @@ class ServiceConfig:
         env = embedded_airflow_env(self.base_env or None)
         env.update({
             "AIRFLOW_HOME": str(self.home),
-            "AIRFLOW__API__HOST": "127.0.0.1",
+            "AIRFLOW__API__HOST": self.bind,
             "AIRFLOW__API__PORT": str(self.port),
             "AIRFLOW__API__BASE_URL": f"{self.url}/",
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.url}/execution/",
@@ -116,7 +147,35 @@ class ServiceConfig:
             "NPUFLOW_DEFAULT_PROFILE": self.default_profile,
             SERVICES_ENV: str(self.state_dir),
         })
+        if self.executor == "celery":
+            env.update(self.datastores.airflow_env() if self.role == "all" else self.join_env)
+            env["AIRFLOW__OPERATORS__DEFAULT_QUEUE"] = DEFAULT_QUEUE
+            env["AIRFLOW__CELERY__WORKER_CONCURRENCY"] = str(self.worker_concurrency)
+            # Read by the DAG files (one train task per host): every host must parse the same DAG, so a worker
+            # host takes the fleet's list from the join file.
+            fleet = self.hosts or (self.join_env.get(HOSTS_ENV, "").split(",") if self.role == "worker" else [])
+            env[HOSTS_ENV] = ",".join(h for h in (fleet or self.workers) if h)
+        if self.heartbeat_timeout_s:
+            env["AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT"] = str(self.heartbeat_timeout_s)
         return env
+
+    def components(self) -> dict[str, list[str]]:
+        """Component name -> argv, in start order (stopped in the reverse)."""
+        out: dict[str, list[str]] = {}
+        if self.executor == "celery" and self.role == "all":
+            out["postgres"] = self.datastores.postgres_argv()
+            out["redis"] = self.datastores.redis_argv()
+        if self.role == "all":
+            out.update({name: [airflow_bin(), *(a.format(port=self.port, bind=self.bind) for a in argv)]
+                        for name, argv in AIRFLOW_COMPONENTS.items()})
+        if self.executor == "celery":
+            for i, queue in enumerate(self.workers):
+                # The first worker of the scheduler's host also takes every task that is not one node's share.
+                queues = f"{queue},{DEFAULT_QUEUE}" if i == 0 and self.role == "all" else queue
+                out[f"worker-{queue}"] = [airflow_bin(), "celery", "worker", "--queues", queues,
+                                          "--celery-hostname", f"{queue}@{socket.gethostname()}",
+                                          "--concurrency", str(self.worker_concurrency), "--skip-serve-logs"]
+        return out
 
 
 # --- passwords ---------------------------------------------------------------------------------------------
@@ -143,14 +202,7 @@ def ensure_passwords(path: Path, log: Log) -> dict[str, str]:
     for user in missing:
         passwords[user] = secrets.token_urlsafe(12)
     if missing or not path.exists() or path.stat().st_mode & 0o077:
-        tmp = path.with_suffix(".tmp")
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            json.dump(passwords, fh)
-            fh.write("\n")
-        os.replace(tmp, path)
+        write_private_json(path, passwords)
         if missing:
             log(f"created password(s) for {', '.join(missing)} in {path} (mode 0600)")
     return passwords
@@ -202,11 +254,11 @@ def running_components(cfg: ServiceConfig) -> dict[str, int]:
     return {name: e["pid"] for name, e in state["components"].items() if _is_ours(e)}
 
 
-def _port_free(port: int) -> bool:
+def _port_free(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            sock.bind(("127.0.0.1", port))
+            sock.bind((host, port))
         except OSError:
             return False
     return True
@@ -284,9 +336,12 @@ def default_pools() -> dict[str, int]:
 
 
 def ensure_pools(cfg: ServiceConfig, log: Log) -> None:
-    """Create the device pools that do not exist yet; a size an admin has set is kept."""
+    """Create the device pools that do not exist yet; a size an admin has set is kept. Under Celery a pool
+    spans the fleet: this host's cards times the hosts (each node's train task takes its host's share)."""
     token = token_for(cfg, "admin")
-    for name, slots in default_pools().items():
+    hosts = max(1, len(cfg.hosts or cfg.workers)) if cfg.executor == "celery" else 1
+    for name, per_host in default_pools().items():
+        slots = per_host * hosts
         status, _ = api(cfg, "GET", f"/api/v2/pools/{name}", token=token)
         if status == 200:
             continue
@@ -302,45 +357,124 @@ def ensure_pools(cfg: ServiceConfig, log: Log) -> None:
 
 def up(cfg: ServiceConfig, log: Log, timeout_s: float = 180.0) -> dict[str, int]:
     """Start the components not already running, wait until ``/api/v2/monitor/health`` says every one is
-    healthy, create missing device pools. Returns component -> pid. On failure, stops what this call started
-    (a component that was already running is left alone) and raises naming the component and its log."""
+    healthy (and each Celery worker is ready), create missing device pools. Returns component -> pid. On
+    failure, stops what this call started (a component that was already running is left alone) and raises
+    naming the component and its log."""
     cfg.state_dir.mkdir(parents=True, exist_ok=True)
     state = _read_state(cfg)
     running = running_components(cfg)
     if running and state.get("port") not in (None, cfg.port):
         raise ServiceError(f"services already run on port {state['port']} (pids {sorted(running.values())}); "
                            f"run `npuflow airflow down` first")
-    missing = [name for name in COMPONENTS if name not in running]
-    if "api-server" in missing and not _port_free(cfg.port):
-        raise ServiceError(f"port {cfg.port} on 127.0.0.1 is already in use; pick another with --port")
-    env = cfg.env()
-    ensure_passwords(cfg.passwords_file, log)
-    started: dict[str, int] = {}
+    if cfg.executor == "celery" and not cfg.workers:
+        raise ServiceError("the celery executor needs at least one worker queue (--workers)")
     try:
-        if missing:
-            _migrate(cfg, env, log)
+        components = cfg.components()
+    except DatastoreError as exc:
+        raise ServiceError(str(exc)) from None
+    missing = [name for name in components if name not in running]
+    ports = {"api-server": cfg.port, "postgres": cfg.pg_port, "redis": cfg.redis_port}
+    for name, port in ports.items():
+        if name in missing and not _port_free(port, cfg.bind):
+            raise ServiceError(f"port {port} on {cfg.bind} ({name}) is already in use; pick another with "
+                               f"--{'port' if name == 'api-server' else name.replace('postgres', 'pg') + '-port'}")
+    env = cfg.env()
+    if cfg.role == "all":
+        ensure_passwords(cfg.passwords_file, log)
+    started: dict[str, int] = {}
+    migrated = cfg.role != "all"  # a worker host's database is the scheduler host's
+    try:
         for name in missing:
-            argv = [airflow_bin(), *(a.format(port=cfg.port) for a in COMPONENTS[name])]
-            logfile = cfg.state_dir / f"{name}.log"
-            with open(logfile, "ab") as fh:
-                fh.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} $ airflow {' '.join(argv[1:])}\n".encode())
-                fh.flush()
-                proc = subprocess.Popen(argv, env=env, cwd=cfg.home, stdout=fh, stderr=subprocess.STDOUT,
-                                        stdin=subprocess.DEVNULL, start_new_session=True)
-            started[name] = proc.pid
-            state["components"][name] = {"pid": proc.pid, "started": process_start_time(proc.pid) or time.time(),
-                                         "log": str(logfile)}
-            log(f"started {name} (pid {proc.pid}), log {logfile}")
-        state["port"] = cfg.port
+            if name in DATASTORES:
+                if name == "postgres":
+                    cfg.datastores.init_postgres(log)
+                started[name] = _start(cfg, state, name, components[name], env, log)
+                _wait_datastore(cfg, name, started[name], log)
+                continue
+            if not migrated:  # once, after the datastores and before the first Airflow process
+                _migrate(cfg, env, log)
+                migrated = True
+            started[name] = _start(cfg, state, name, components[name], env, log)
+        state.update(port=cfg.port, executor=cfg.executor, role=cfg.role)
         _write_state(cfg, state)
-        _wait_healthy(cfg, started, log, timeout_s)
-        ensure_pools(cfg, log)
+        if cfg.role == "all":
+            _wait_healthy(cfg, {n: p for n, p in started.items() if not n.startswith("worker-")}, log, timeout_s)
+            ensure_pools(cfg, log)
+            if cfg.executor == "celery":
+                _write_join_file(cfg, env, log)
+        _wait_workers_ready(cfg, {n: p for n, p in started.items() if n.startswith("worker-")}, log, timeout_s)
     except BaseException:
         if started:
             log(f"stopping what this call started: {', '.join(started)}")
             _stop_groups(cfg, {n: state["components"][n] for n in started}, log, grace_s=10.0)
         raise
     return {**running, **started}
+
+
+def _start(cfg: ServiceConfig, state: dict[str, Any], name: str, argv: list[str], env: dict[str, str],
+           log: Log) -> int:
+    logfile = cfg.state_dir / f"{name}.log"
+    with open(logfile, "ab") as fh:
+        fh.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} $ {' '.join(argv)}\n".encode())
+        fh.flush()
+        proc = subprocess.Popen(argv, env=env, cwd=cfg.home, stdout=fh, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+    state["components"][name] = {"pid": proc.pid, "started": process_start_time(proc.pid) or time.time(),
+                                 "log": str(logfile)}
+    _write_state(cfg, state)  # recorded at once: a failing start-up is still stopped by down
+    log(f"started {name} (pid {proc.pid}), log {logfile}")
+    return proc.pid
+
+
+def _wait_datastore(cfg: ServiceConfig, name: str, pid: int, log: Log, timeout_s: float = 60.0) -> None:
+    port = cfg.pg_port if name == "postgres" else cfg.redis_port
+    if not wait_port(cfg.bind, port, timeout_s, lambda: process_start_time(pid) is not None):
+        logfile = cfg.state_dir / f"{name}.log"
+        raise ServiceError(f"{name} did not accept connections on {cfg.bind}:{port}; last lines of {logfile}:\n"
+                           f"{_tail(logfile)}")
+    if name == "postgres":
+        try:
+            cfg.datastores.create_database(log)
+        except DatastoreError as exc:
+            raise ServiceError(str(exc)) from None
+    log(f"{name} listening on {cfg.bind}:{port}")
+
+
+def _write_join_file(cfg: ServiceConfig, env: dict[str, str], log: Log) -> None:
+    """``celery.env``: the settings a worker host joins with (``npuflow airflow up --role worker --join F``)."""
+    keys = ("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "AIRFLOW__CELERY__BROKER_URL", "AIRFLOW__CELERY__RESULT_BACKEND",
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL", "AIRFLOW__API__BASE_URL", HOSTS_ENV)
+    write_private_json(cfg.join_file, {k: env[k] for k in keys})
+    log(f"worker hosts join with {cfg.join_file} (mode 0600)")
+
+
+def read_join_file(path: Path) -> dict[str, str]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ServiceError(f"cannot read the join file {path}: {exc}") from None
+    if not isinstance(data, dict) or "AIRFLOW__CELERY__BROKER_URL" not in data:
+        raise ServiceError(f"{path} is not a celery.env written by `npuflow airflow up --executor celery`")
+    return data
+
+
+def _wait_workers_ready(cfg: ServiceConfig, started: dict[str, int], log: Log, timeout_s: float) -> None:
+    """Until each Celery worker logs ``<queue>@<host> ready.`` (it consumes its queue from then on)."""
+    deadline = time.monotonic() + timeout_s
+    pending = dict(started)
+    while pending:
+        for name, pid in list(pending.items()):
+            logfile = cfg.state_dir / f"{name}.log"
+            if process_start_time(pid) is None:
+                raise ServiceError(f"{name} (pid {pid}) exited during start-up; last lines of {logfile}:\n"
+                                   f"{_tail(logfile)}")
+            if f"{name.removeprefix('worker-')}@" in _tail(logfile, 400) and " ready." in _tail(logfile, 400):
+                log(f"{name} ready: consumes queue {name.removeprefix('worker-')}")
+                del pending[name]
+        if pending and time.monotonic() > deadline:
+            raise ServiceError(f"worker(s) not ready after {timeout_s:.0f} s: {', '.join(pending)} "
+                               f"(logs in {cfg.state_dir})")
+        time.sleep(0.5)
 
 
 def _migrate(cfg: ServiceConfig, env: dict[str, str], log: Log) -> None:
@@ -454,7 +588,8 @@ def status(cfg: ServiceConfig) -> dict[str, Any]:
     import psutil
 
     components = {}
-    for name in COMPONENTS:
+    expected = list(AIRFLOW_COMPONENTS) if state.get("role", "all") == "all" else []
+    for name in dict.fromkeys([*expected, *state["components"]]):  # the recorded ones (datastores, workers) too
         entry = state["components"].get(name)
         if entry and _is_ours(entry):
             rss = 0

@@ -9,6 +9,7 @@ from typing import Any
 from airflow.sdk import DAG, Asset, CronTriggerTimetable, Param
 from npuflow.operators.stage import RecipeStageOperator
 
+from npuflow.fleet import HOSTS_KEY, deployment_hosts
 from npuflow.kinds import kind
 from npuflow.plan import PARAMS, device_pool
 from npuflow.recipe import Recipe, load_recipe
@@ -73,6 +74,7 @@ def build_dag(dag_id: str) -> DAG:
         default_args={"owner": "ml-platform", "retries": 0},
     ) as dag:
         tasks = {}
+        hosts = deployment_hosts()  # the fleet (NPUFLOW_HOSTS): a per-node stage becomes one task per host
         for name in recipe.order:  # every stage after the stages it needs: the DAG follows the needs edges
             spec = recipe.stages[name]
             extra: dict[str, Any] = {}
@@ -85,11 +87,15 @@ def build_dag(dag_id: str) -> DAG:
                 extra["outlets"] = [model_asset(dag_id, asset) for asset in spec["assets"]]
             if "execution_timeout_minutes" in spec:
                 extra["execution_timeout"] = timedelta(minutes=spec["execution_timeout_minutes"])
-            tasks[name] = RecipeStageOperator(
-                task_id=name, recipe_id=dag_id, stage=name, stage_kind=spec["kind"],
-                doc_md=spec.get("description") or kind(spec["kind"]).description,
-                trigger_rule="all_done" if kind(spec["kind"]).runs_after_failures else "none_failed", **extra,
-            )
+            common = dict(task_id=name, recipe_id=dag_id, stage=name, stage_kind=spec["kind"],
+                          doc_md=spec.get("description") or kind(spec["kind"]).description,
+                          trigger_rule="all_done" if kind(spec["kind"]).runs_after_failures else "none_failed", **extra)
+            if kind(spec["kind"]).per_node and len(hosts) > 1:
+                # Node rank = map index; npuflow.operators.policy routes index k to host k's queue.
+                tasks[name] = RecipeStageOperator.partial(**common, executor_config={HOSTS_KEY: hosts}).expand(
+                    node_rank=list(range(len(hosts))))
+            else:
+                tasks[name] = RecipeStageOperator(**common)
             for need in spec.get("needs", []):
                 tasks[need] >> tasks[name]
     return dag

@@ -19,6 +19,7 @@ from npuflow.operators.links import ReportLink
 
 from npuflow.errors import StageRefused
 from npuflow.execute import execute_stage
+from npuflow.fleet import HOSTS_ENV, HOSTS_KEY
 from npuflow.kinds import kind
 from npuflow.plan import Plan, PlanError, build_plan, check_params, device_claim_error
 from npuflow.recipe import Recipe, load_recipe
@@ -47,12 +48,13 @@ class RecipeStageOperator(BaseOperator):
     operator_extra_links = (ReportLink(),)  # empty except on the report stage
 
     def __init__(self, *, recipe_id: str, stage: str, stage_kind: str, kill_grace_s: float = 10.0,
-                 **kwargs: Any) -> None:
+                 node_rank: int | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.recipe_id = recipe_id
         self.stage = stage
         self.stage_kind = stage_kind
         self.kill_grace_s = kill_grace_s
+        self.node_rank = node_rank  # set (the map index) when the stage is one mapped task per node
         self.ui_color = self.kind.ui_color
         self._proc: StageProcess | None = None
 
@@ -68,6 +70,15 @@ class RecipeStageOperator(BaseOperator):
         conf = context["dag_run"].conf or {}
         check_params(dict(conf))  # Airflow accepts unknown conf keys silently; a typo must not be ignored
         params = {k: context["params"][k] for k in context["params"]}
+        if self.node_rank is not None:
+            params["node_rank"] = self.node_rank
+            nnodes = params.get("nnodes") or 1
+            hosts = (self.executor_config or {}).get(HOSTS_KEY, [])
+            if self.node_rank >= nnodes:
+                raise AirflowSkipException(f"node {self.node_rank} is not used by this run (nnodes={nnodes})")
+            if nnodes > len(hosts):
+                raise StageRefused(f"stage {self.stage}: nnodes={nnodes}, but this deployment has {len(hosts)} "
+                                   f"host(s) ({HOSTS_ENV}={','.join(hosts)}): one train task runs per host")
         return build_plan(self.recipe, params, run_id=context["run_id"])
 
     def execute(self, context: Context) -> dict[str, Any]:

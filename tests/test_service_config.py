@@ -59,3 +59,35 @@ def test_the_environment_keeps_everything_on_loopback_and_marks_the_processes(tm
     assert env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"] == str(tmp_path / "services" / "passwords.json")
     assert env["NPUFLOW_DEFAULT_PROFILE"] == "production"
     assert env["NPUFLOW_SERVICES"] == str(tmp_path / "services")
+
+
+def test_the_celery_deployment_runs_postgres_redis_and_a_worker_per_queue(tmp_path: Path) -> None:
+    cfg = ServiceConfig(home=tmp_path, port=18080, base_env={}, executor="celery", workers=["node0", "node1"],
+                        pg_port=15432, redis_port=16379, heartbeat_timeout_s=20)
+    env = cfg.env()
+    assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
+    assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].startswith("postgresql+psycopg2://airflow:")
+    assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].endswith("@127.0.0.1:15432/airflow")
+    assert env["AIRFLOW__CELERY__BROKER_URL"].endswith("@127.0.0.1:16379/0")
+    assert env["AIRFLOW__CELERY__RESULT_BACKEND"] == "db+" + env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
+    assert env["NPUFLOW_HOSTS"] == "node0,node1"
+    assert env["AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT"] == "20"
+    secrets = tmp_path / "services" / "datastores.json"
+    assert stat.S_IMODE(secrets.stat().st_mode) == 0o600  # the generated passwords
+    assert cfg.env() == env  # kept across starts
+    components = cfg.components()
+    assert list(components)[:2] == ["postgres", "redis"]  # started first, stopped last
+    assert components["worker-node0"][components["worker-node0"].index("--queues") + 1] == "node0,default"
+    assert components["worker-node1"][components["worker-node1"].index("--queues") + 1] == "node1"
+    redis_conf = Path(components["redis"][-1]).read_text()
+    assert "port 16379" in redis_conf and "requirepass " in redis_conf and "bind 127.0.0.1" in redis_conf
+
+
+def test_a_worker_host_takes_the_fleet_and_the_urls_from_the_join_file(tmp_path: Path) -> None:
+    join = {"AIRFLOW__CELERY__BROKER_URL": "redis://:pw@10.0.0.1:6379/0", "NPUFLOW_HOSTS": "node0,node1",
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": "http://10.0.0.1:8080/execution/"}
+    cfg = ServiceConfig(home=tmp_path, base_env={}, executor="celery", role="worker", workers=["node1"], join_env=join)
+    env = cfg.env()
+    assert env["NPUFLOW_HOSTS"] == "node0,node1"  # every host parses the same DAG: one train task per node
+    assert env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == "http://10.0.0.1:8080/execution/"
+    assert list(cfg.components()) == ["worker-node1"]  # no datastores, no scheduler on a worker host

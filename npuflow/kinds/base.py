@@ -189,6 +189,9 @@ class StageKind:
     #: False for the project's own bookkeeping (fetching data, validating it, the report, the gates), which runs
     #: where Airflow runs.
     in_container: ClassVar[bool] = True
+    #: With ``nnodes > 1`` on a fleet (``NPUFLOW_HOSTS``), the stage is one mapped task per node, each routed
+    #: to its host's Celery queue (the toolkit's launcher spans the nodes: training).
+    per_node: ClassVar[bool] = False
 
     # -- plan time -------------------------------------------------------------------------------------
     def command(self, ctx: PlanContext) -> Command | None:

@@ -15,6 +15,7 @@ class Train(StageKind):
     toolkit = True
     holds_cards = True
     training_log = True
+    per_node = True
     produces = TrainResult
     consumes = {"validation": Role(ValidationResult, required=False)}
     metrics = ("train_ips", "train_ips_per_card", "eval_bbox_map", "eval_miou")
