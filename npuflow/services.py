@@ -376,8 +376,8 @@ def up(cfg: ServiceConfig, log: Log, timeout_s: float = 180.0) -> dict[str, int]
     ports = {"api-server": cfg.port, "postgres": cfg.pg_port, "redis": cfg.redis_port}
     for name, port in ports.items():
         if name in missing and not _port_free(port, cfg.bind):
-            raise ServiceError(f"port {port} on {cfg.bind} ({name}) is already in use; pick another with "
-                               f"--{'port' if name == 'api-server' else name.replace('postgres', 'pg') + '-port'}")
+            flag = {"api-server": "--port", "postgres": "--pg-port", "redis": "--redis-port"}[name]
+            raise ServiceError(f"port {port} on {cfg.bind} is already in use ({name}); pick another with {flag}")
     env = cfg.env()
     if cfg.role == "all":
         ensure_passwords(cfg.passwords_file, log)
