@@ -10,6 +10,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import time
 from collections.abc import Iterator
@@ -58,6 +59,9 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     finally:
         for env in reversed(started):
             npuflow_airflow(env, "down")
+        cluster = root / "airflow" / "services" / "pg"  # under root a link to the cluster in the temp dir
+        if cluster.is_symlink():
+            shutil.rmtree(cluster.resolve(), ignore_errors=True)
 
 
 def _ti(services: Services, run_id: str) -> dict[tuple[str, int], dict[str, Any]]:
