@@ -212,7 +212,7 @@ def supervise(spec: dict[str, Any]) -> int:
             return int(status.get("StatusCode", 1))
         print(f"[npuflow] {signal.Signals(received[0]).name}: stopping container {container.name}",
               file=sys.stderr, flush=True)
-        _stop(container, float(spec.get("stop_grace_s", 8.0)))
+        _stop(container, float(spec.get("stop_grace_s", 6.0)))  # within the job guard's 9 s (npuflow.proc)
         return 128 + received[0]
     finally:
         _stop(container, 0.0)

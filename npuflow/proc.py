@@ -38,6 +38,36 @@ _PDEATHSIG_SHIM = (
     "os.execvp(sys.argv[2], sys.argv[2:])\n"
 )
 
+# The job's guard, a process of its own session: when the task process dies (PDEATHSIG), it signals the job's
+# whole process group at once (SIGTERM, SIGKILL after the grace) instead of leaving the stop to the launcher's
+# own shutdown, which waits for its ranks and does not reach their data-loader workers. It ends by itself once
+# the group is gone. argv: task pid, group id, grace in seconds.
+_GUARD = (
+    "import ctypes,os,signal,sys,time\n"
+    "task, pgid, grace = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])\n"
+    "def alive():\n"
+    "    try: os.killpg(pgid, 0)\n"
+    "    except ProcessLookupError: return False\n"
+    "    except PermissionError: pass\n"
+    "    return True\n"
+    "def stop(*_):\n"
+    "    try: os.killpg(pgid, signal.SIGTERM)\n"
+    "    except ProcessLookupError: os._exit(0)\n"
+    "    end = time.monotonic() + grace\n"
+    "    while alive() and time.monotonic() < end: time.sleep(0.1)\n"
+    "    try: os.killpg(pgid, signal.SIGKILL)\n"
+    "    except ProcessLookupError: pass\n"
+    "    os._exit(0)\n"
+    "signal.signal(signal.SIGTERM, stop)\n"
+    "ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)\n"
+    "if os.getppid() != task: stop()\n"
+    "while alive(): time.sleep(1.0)\n"
+)
+
+#: Seconds the guard waits between SIGTERM and SIGKILL of a job whose task died (a container's supervisor
+#: needs most of them to stop and remove its container).
+GUARD_GRACE_S = 9.0
+
 
 @dataclass
 class RankExit:
@@ -141,6 +171,7 @@ class StageProcess:
         self.backlog_bytes = backlog_bytes
         self.tail: deque[str] = deque(maxlen=tail_lines)
         self.proc: subprocess.Popen[bytes] | None = None
+        self.guard: subprocess.Popen[bytes] | None = None
         self.watch: RankWatch | None = None
         self.dropped_bytes = 0
         self.child_seconds: float | None = None  # from start to the child's exit
@@ -173,6 +204,11 @@ class StageProcess:
             exited.set()
 
         threading.Thread(target=waiter, daemon=True, name="stage-wait").start()
+        guard_env = {k: v for k, v in env.items() if k != JOB_ENV}  # not one of the job's processes
+        self.guard = subprocess.Popen(
+            [sys.executable, "-S", "-c", _GUARD, str(os.getpid()), str(self.proc.pid), str(GUARD_GRACE_S)],
+            env=guard_env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True)
         if self.watch_ranks:
             self.watch = RankWatch(self.proc.pid, job=self.job if self.find_ranks_by_marker else "")
             self.watch.start()
@@ -184,6 +220,9 @@ class StageProcess:
         finally:
             if self.watch is not None:
                 self.watch.stop()
+            with contextlib.suppress(ProcessLookupError):
+                self.guard.kill()  # the task is alive and saw the job end: nothing left to guard
+            self.guard.wait()
 
     def _follow(self, offset: int, exited: threading.Event, every_s: float = 0.05) -> Iterator[str]:
         """Lines appended to stage.log from ``offset`` on, until the child has exited and all are read.
