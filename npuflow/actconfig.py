@@ -8,6 +8,7 @@ ppdet reader configs carry YAML tags (``!COCODataSet``), which :class:`_TaggedLo
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,18 +69,33 @@ def dump_tagged(data: Any, path: Path) -> Path:
     return path
 
 
+def _child(node: Any, part: str) -> Any:
+    """``node[part]`` of a mapping, or item ``int(part)`` of a list (``EvalReader.sample_transforms.1``)."""
+    node = node.value if isinstance(node, Tagged) else node
+    if isinstance(node, dict):
+        return node.get(part)
+    if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+        return node[int(part)]
+    return None
+
+
 def _mapping(node: Any) -> dict[str, Any] | None:
     node = node.value if isinstance(node, Tagged) else node
     return node if isinstance(node, dict) else None
 
 
-def set_dotted(config: dict[str, Any], key: str, value: Any, source: str, *, if_present: bool = False) -> None:
-    """``TrainConfig.train_iter`` = value; every part but the last must already be a mapping. With
-    ``if_present`` a missing section is skipped instead (a reader config may have no TestDataset)."""
+def set_dotted(config: dict[str, Any], key: str, value: Any, source: str, *, if_present: bool = False,
+               create: bool = False) -> None:
+    """``TrainConfig.train_iter`` = value; every part but the last must already be a mapping or a list item
+    (a number). With ``if_present`` a missing section is skipped instead (a reader config may have no
+    TestDataset). With ``create`` missing mappings are made (a config that inherits a base merges them into it)."""
     *parents, last = key.split(".")
-    node = _mapping(config)
+    node: Any = config
     for part in parents:
-        node = _mapping(node.get(part)) if node is not None else None
+        if create and isinstance(node, dict) and part not in node:
+            node[part] = {}
+        node = _child(node, part) if node is not None else None
+    node = _mapping(node)
     if node is None:
         if if_present:
             return
@@ -92,6 +108,21 @@ def set_dotted(config: dict[str, Any], key: str, value: Any, source: str, *, if_
 PPDET_DATASET_FIELDS = ("TrainDataset.dataset_dir", "EvalDataset.dataset_dir", "TestDataset.dataset_dir")
 
 
+#: The keys by which ppdet (``_BASE_``) and PaddleSeg (``_base_``) configs inherit other files.
+BASE_KEYS = ("_BASE_", "_base_")
+
+
+def _absolute_bases(config: Any, source: Path) -> None:
+    """A copy written elsewhere keeps inheriting the same files: relative bases become absolute paths."""
+    if not isinstance(config, dict):
+        return
+    for key in BASE_KEYS:
+        if key in config:
+            bases = config[key]
+            absolute = [os.path.normpath(source.parent / b) for b in ([bases] if isinstance(bases, str) else bases)]
+            config[key] = absolute[0] if isinstance(bases, str) else absolute
+
+
 def reader_copy(act_config: Path) -> Path:
     """Where the per-run copy of the reader config an ACT config names is written (beside the ACT copy)."""
     return act_config.with_name(f"{act_config.stem}.reader.yml")
@@ -99,7 +130,8 @@ def reader_copy(act_config: Path) -> Path:
 
 def write_act_config(template: Path, out: Path, *, cwd: Path, model_dir: str, model_file: str, params_file: str,
                      reader_config: str | None, dataset_root: str | None, overrides: dict[str, Any],
-                     dataset_fields: tuple[str, ...] | list[str] = PPDET_DATASET_FIELDS) -> dict[str, Any]:
+                     dataset_fields: tuple[str, ...] | list[str] = PPDET_DATASET_FIELDS,
+                     reader_overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Write ``out`` from ``template`` for this run; returns the written config. Relative paths inside it are
     relative to ``cwd``, the folder the toolkit's scripts run from (deploy/auto_compression)."""
     config = load_tagged(template)
@@ -110,10 +142,16 @@ def write_act_config(template: Path, out: Path, *, cwd: Path, model_dir: str, mo
     if reader_config:
         glob["reader_config"] = reader_config
     if glob.get("reader_config"):
-        reader = load_tagged(cwd / glob["reader_config"])
+        source = cwd / glob["reader_config"]
+        reader = load_tagged(source)
+        _absolute_bases(reader, source)
+        inherits = isinstance(reader, dict) and any(key in reader for key in BASE_KEYS)
         if dataset_root is not None:
             for field in dataset_fields:
-                set_dotted(reader, field, dataset_root, glob["reader_config"], if_present=True)
+                set_dotted(reader, field, dataset_root, glob["reader_config"], if_present=not inherits,
+                           create=inherits)
+        for key, value in (reader_overrides or {}).items():
+            set_dotted(reader, key, yaml.safe_load(value) if isinstance(value, str) else value, glob["reader_config"])
         glob["reader_config"] = str(dump_tagged(reader, reader_copy(out)))
     for key, value in overrides.items():  # rendered templates arrive as text: "8" is the number 8
         set_dotted(config, key, yaml.safe_load(value) if isinstance(value, str) else value, str(template))

@@ -71,6 +71,28 @@ def cmd_recipes(_: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_toolkits(args: argparse.Namespace) -> int:
+    """The set-up step: every recipe's toolkit at its pinned ref and commit where the plans find it."""
+    from npuflow.toolkits.checkout import sync
+
+    failed = 0
+    seen: set[tuple[str, str]] = set()
+    for dag_id in list_recipes():
+        recipe = load_recipe(dag_id)
+        key = (recipe.data["toolkit"]["name"], recipe.toolkit_ref)
+        if recipe.toolkit is None or key in seen:
+            continue
+        seen.add(key)
+        try:
+            done = sync(recipe.toolkit, recipe.toolkit_ref, clone=not args.no_clone)
+        except (OSError, RuntimeError) as exc:
+            print(f"npuflow toolkits: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        print(f"{done.toolkit}@{done.ref}\t{done.commit}\t{done.path}\t{done.source}")
+    return 1 if failed else 0
+
+
 def _airflow(env: dict[str, str], *argv: str, log: Path) -> int:
     with open(log, "a") as fh:
         fh.write(f"\n$ airflow {' '.join(argv)}\n")
@@ -189,6 +211,12 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--profile", default="smoke")
     demo.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     demo.set_defaults(func=cmd_demo)
+    tks = sub.add_parser("toolkits", help="put each recipe's toolkit checkout, at its pinned ref and commit, where "
+                                          "the plans find it ({toolkit_checkout}; var/toolkits/)")
+    tks.add_argument("action", choices=("sync",))
+    tks.add_argument("--no-clone", action="store_true",
+                     help="only link shared/upstream checkouts; fail rather than clone from the git host")
+    tks.set_defaults(func=cmd_toolkits)
     val = sub.add_parser("validate-dataset", help="run the dataset checks of the validate stage (exit 1: errors)")
     build_validate_parser(val).set_defaults(func=cmd_validate_dataset)
     af = sub.add_parser("airflow", help="start, stop or show the Airflow services of the embedded default")

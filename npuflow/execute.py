@@ -267,6 +267,15 @@ def job_marker(plan: Plan, stage: StageCommand) -> str:
     return f"{plan.dag_id}/{plan.run_id}/{stage.name}/node{plan.device['node_rank']}"
 
 
+def launcher_log_dir(argv: list[str], cwd: str) -> Path:
+    """Where the stage's launcher writes its per-rank logs: its ``--log_dir`` (paddle) or ``--log-dir``
+    (torchrun) as the argv says, else paddle.distributed.launch's default, ``log`` in its working directory."""
+    for flag in ("--log_dir", "--log-dir"):
+        if flag in argv[:-1]:
+            return Path(cwd) / argv[argv.index(flag) + 1]
+    return Path(cwd) / "log"
+
+
 def execute_stage(plan: Plan, stage: StageCommand, *, log: Log, log_format: str,
                   on_start: Callable[[StageProcess], None] | None = None,
                   secret_env: dict[str, str] | None = None, attempt: int = 1,
@@ -394,8 +403,7 @@ def _execute_stage(plan: Plan, stage: StageCommand, *, log: Log, log_format: str
         result["summary"] = f"command {describe_exit(code)}"  # what result.json says if the kind adds nothing
         why = ""
         if kind.holds_cards:
-            # paddle.distributed.launch's default --log_dir is "log" in its working directory.
-            log_dir = Path(plan.variables.get("launch_log_dir") or Path(stage.cwd) / "log")
+            log_dir = launcher_log_dir(stage.argv, stage.cwd)
             failure = find_failing_rank(list(proc.tail), log_dir, proc.watch.exits if proc.watch else [],
                                         since=started - 1)
             if failure is not None:

@@ -19,6 +19,7 @@ from npuflow.kinds.base import PlanContext, StageKind, Upstream
 from npuflow.launch import device_env, job_id, launch_argv
 from npuflow.recipe import PROJECT_ROOT, SCHEMA_PATH, Recipe
 from npuflow.rundir import run_dir_for
+from npuflow.toolkits.checkout import checkout_dir
 
 #: Parameters a user may set (trigger form, REST conf, ``npuflow plan --set``). None means "the profile's".
 PARAMS: dict[str, dict[str, Any]] = {
@@ -234,6 +235,11 @@ def _render_args(items: list[Any], vs: _Vars, device: dict[str, Any], what: str)
         elif "when" in item:
             if vs.truthy(item["when"]):
                 out += _render_args(item["argv"], vs, device, what)
+        elif "each" in item:
+            values = vs.value(item["each"])
+            if is_set(values) and not isinstance(values, list):
+                raise PlanError(f"{vs.where}: {what}: {{each: {item['each']}}} needs a list variable, got {values!r}")
+            out += [vs.render(v, what) for v in (values or [])]
         else:
             values = _render_args(item["values"], vs, device, what)
             if values:
@@ -248,6 +254,8 @@ def _launchers(items: list[Any], vs: _Vars) -> list[str]:
         if isinstance(item, dict):
             if "launch" in item:
                 found.append(item["launch"])
+            elif "each" in item:
+                continue
             elif "when" not in item or vs.truthy(item["when"]):
                 found += _launchers(item.get("argv", []) + item.get("values", []), vs)
     return found
@@ -259,6 +267,7 @@ def _referenced(obj: Any) -> set[str]:
         return {part for _, name, _, _ in string.Formatter().parse(obj) if name for part in name.split("|")}
     if isinstance(obj, dict):
         names = {obj["when"].lstrip("!")} if isinstance(obj.get("when"), str) else set()
+        names |= {obj["each"]} if isinstance(obj.get("each"), str) else set()
         return names.union(*(_referenced(v) for v in obj.values()))
     if isinstance(obj, list):
         return set().union(*(_referenced(v) for v in obj))
@@ -321,13 +330,18 @@ def build_plan(recipe: Recipe, params: dict[str, Any] | None = None, *, run_id: 
         "dataset_format": dataset["format"],
         "dataset_source": json.dumps(source, sort_keys=True),
         "dataset_expect": json.dumps(dataset_expectations(dataset, source), sort_keys=True),
+        # Where the set-up step put the toolkit at the recipe's ref (npuflow.toolkits.checkout).
+        "toolkit_checkout": str(checkout_dir(recipe.data["toolkit"]["name"], recipe.toolkit_ref)),
         "device_kind": device["kind"],
         "device_count": device["count"],
         "devices": ",".join(map(str, device["ids"])),
         "world_size": device["count"] * device["nnodes"],
         **{f"split_{k}": v for k, v in dataset["splits"].items()},
     }
+    toolkit = recipe.toolkit
     raw: dict[str, Any] = {
+        # The toolkit's layout at its ref (where it writes, what a resume reads), over the recipe's own values.
+        **(toolkit.variables if toolkit is not None else {}),
         **recipe.data["vars"],
         **profile.get("vars", {}),
         **{k: _Literal(v) if isinstance(v, str) else v for k, v in builtins.items()},
@@ -404,7 +418,8 @@ def _stage(plan: Plan, recipe: Recipe, name: str, kind: StageKind, raw: dict[str
     return StageCommand(
         name=name, kind=kind.name, container=container, argv=argv, env=env, cwd=cwd, outputs=outputs, stage_dir=str(stage_dir),
         enabled=enabled, execution_timeout_minutes=spec.get("execution_timeout_minutes"),
-        resume=_resume(spec.get("resume"), vs, device, cwd),
+        resume=_resume(spec.get("resume", recipe.toolkit.resume if kind.training_log and recipe.toolkit else None),
+                       vs, device, cwd),
         free_disk=_free_disk(spec.get("free_disk"), vs, cwd),
         metrics_file=_abs(vs.render(spec["metrics_file"], "metrics_file"), cwd) if "metrics_file" in spec else None,
         expect_line=_render_tree(spec["expect_line"], vs, "expect_line") if "expect_line" in spec else None,

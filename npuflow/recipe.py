@@ -70,6 +70,26 @@ class Recipe:
         return self.data["default_profile"]
 
     @property
+    def toolkit(self) -> Any:
+        """The toolkit component (npuflow/toolkits/) the recipe names, or None for a toolkit not modelled yet."""
+        from npuflow.toolkits import registry
+
+        return registry().get(self.data["toolkit"]["name"])
+
+    @property
+    def toolkit_ref(self) -> str:
+        return self.data["toolkit"]["ref"]
+
+    @property
+    def log_format(self) -> str:
+        """The recipe's ``log_format``, else its toolkit's."""
+        if "log_format" in self.data:
+            return self.data["log_format"]
+        if self.toolkit is None:
+            raise RecipeError(f"{self.path.name}: log_format is required for toolkit {self.data['toolkit']['name']!r}")
+        return self.toolkit.log_format
+
+    @property
     def dataset(self) -> dict[str, Any]:
         """The dataset spec the recipe names (``recipes/datasets/<spec>.yaml``)."""
         return load_dataset_spec(self.data["dataset"]["spec"])
@@ -120,6 +140,12 @@ def validate_recipe_data(data: Any, source: str) -> None:
             f"{source}: default_profile: {data['default_profile']!r} is not one of the profiles "
             f"{sorted(data['profiles'])}"
         )
+    from npuflow.toolkits import registry as toolkits
+
+    tk = toolkits().get(data["toolkit"]["name"])
+    if tk is not None and data["toolkit"]["ref"] not in tk.refs:
+        raise RecipeError(f"{source}: toolkit.ref: {tk.name} is modelled at {sorted(tk.refs)} "
+                          f"(npuflow/toolkits/), not at {data['toolkit']['ref']!r}")
     kinds = registry()
     for name, stage in data["stages"].items():
         where = f"{source}: stages.{name}"

@@ -97,7 +97,7 @@ class RecipeStageOperator(BaseOperator):
             problem = device_claim_error(plan.device, self.pool, self.pool_slots)
             if problem:
                 raise StageRefused(f"stage {self.stage}: {problem}")
-        result = execute_stage(plan, stage, log=self.log.info, log_format=self.recipe.data["log_format"],
+        result = execute_stage(plan, stage, log=self.log.info, log_format=self.recipe.log_format,
                                on_start=self._started, secret_env=self.secret_env(plan),
                                attempt=context["ti"].try_number, resume=context["params"].get("resume"))
         self.log.info("stage results in %s", stage.stage_dir)

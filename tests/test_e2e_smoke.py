@@ -46,7 +46,7 @@ def test_smoke_dag_runs_end_to_end(airflow_env: dict, dag_id: str) -> None:
     assert train["world_size"] == 2 and train["train_steps"] > 0
     assert train["losses_finite"] and all(math.isfinite(v) for v in train["last_losses"].values())
     metrics = [json.loads(line) for line in (run / "train" / "metrics.jsonl").read_text().splitlines()]
-    if recipe.data["log_format"] == "mmdet_json":  # no throughput field: calc_fps.py's FPS from the step times
+    if recipe.log_format == "mmdet_json":  # no throughput field: calc_fps.py's FPS from the step times
         steps = [m["batch_cost"] for m in metrics if m["type"] == "train"]
         assert len(steps) == train["train_steps"] > 1
         batch = int(recipe.data["profiles"]["smoke"]["vars"]["batch_per_card"])
@@ -54,17 +54,17 @@ def test_smoke_dag_runs_end_to_end(airflow_env: dict, dag_id: str) -> None:
     else:
         assert any(m["type"] == "train" and m["ips_global"] > 0 for m in metrics)
     rank_logs = {p.name for p in (run / "train" / "log").rglob("*") if p.is_file()}
-    if recipe.data["log_format"] == "ppdet":
+    if recipe.log_format == "ppdet":
         assert "bbox_map" in train["eval"] and train["evaluations"] >= 1  # COCO eval ran during training
         assert {"workerlog.0", "workerlog.1"} <= rank_logs
-    elif recipe.data["log_format"] == "paddleseg":
+    elif recipe.log_format == "paddleseg":
         assert 0.0 <= train["eval"]["miou"] <= 1.0  # PaddleSeg's [EVAL] during training
         assert {"workerlog.0", "workerlog.1"} <= rank_logs
         assert (Path(report["train"]["train"]["outputs"]["best_model"]).parent.parent / "iter_20").is_dir()
     else:  # torchrun --log-dir: <id>/attempt_0/<local_rank>/stdout.log
         assert len(list((run / "train" / "log").glob("*/attempt_0/1/stdout.log"))) == 1
         assert 0.0 <= train["eval"]["bbox_map"] <= 1.0  # test.py's / MMDetection's COCO evaluation
-    if recipe.data["log_format"] == "mmdet_json":  # the train stage followed work_dir/<ts>.log.json
+    if recipe.log_format == "mmdet_json":  # the train stage followed work_dir/<ts>.log.json
         work_dir = Path(report["train"]["train"]["outputs"]["checkpoint"]).parent
         log_json = next(work_dir.glob("*.log.json")).read_text().splitlines()
         assert json.loads(log_json[0])["exp_name"] and len(log_json) == 1 + train["train_steps"] + train["evaluations"]

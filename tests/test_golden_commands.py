@@ -20,54 +20,62 @@ NPU_FLAGS = {"FLAGS_npu_jit_compile": "0", "FLAGS_use_stride_kernel": "0"}
 # PADDLE_XCCL_BACKEND=npu set; without it NPUs are not recognised (FACTS), so the launcher's env says it.
 XCCL = {"PADDLE_XCCL_BACKEND": "npu"}
 
+# Adapted in every Paddle stage (issue 20): outputs go under this run's folder, never the shared checkout's output/,
+# output_inference/ or ACT's ./output/: ppdet's `-o save_dir= output_eval=` and `--output_dir`, PaddleSeg's
+# `--save_dir`, the launcher's `--log_dir` and ACT's `--save_dir`. So no night overwrites a model another run's
+# asset announced, and a retry finds its own checkpoints.
+R = "{run_dir}"
+
 GOLDEN = [
     # seed 000, section 3 (after `export FLAGS_npu_jit_compile=0; export FLAGS_use_stride_kernel=0`).
     ("ppyoloe_plus_crn_l_80e_coco", "train", "/opt/PaddleDetection", {**XCCL, **NPU_FLAGS},
-     "python -u -m paddle.distributed.launch --devices 0,1,2,3,4,5,6,7 "
-     "tools/train.py --eval --config configs/ppyoloe/ppyoloe_plus_crn_l_80e_coco.yml --enable_ce True"),
-    # seed 000, section 4, in the same shell (so the exported FLAGS still apply).
+     f"python -u -m paddle.distributed.launch --devices 0,1,2,3,4,5,6,7 --log_dir {R}/train/log "
+     f"tools/train.py --eval --config configs/ppyoloe/ppyoloe_plus_crn_l_80e_coco.yml --enable_ce True "
+     f"-o save_dir={R}/train/output output_eval={R}/train"),
+    # seed 000, section 4, in the same shell (so the exported FLAGS still apply); the best model is where
+    # release_2_7_npu writes it for that save_dir (npuflow/toolkits/paddledetection.py).
     ("ppyoloe_plus_crn_l_80e_coco", "export", "/opt/PaddleDetection", NPU_FLAGS,
-     "python tools/export_model.py -c configs/ppyoloe/ppyoloe_plus_crn_l_80e_coco.yml "
-     "-o weights=output/ppyoloe_plus_crn_l_80e_coco/pipeline/best_model/model.pdparams"),
+     f"python tools/export_model.py -c configs/ppyoloe/ppyoloe_plus_crn_l_80e_coco.yml "
+     f"-o weights={R}/train/output/best_model.pdparams --output_dir {R}/export/model"),
     # seed 001, section 3.
     ("deeplabv3p_resnet50_os8_cityscapes_1024x512_80k", "train", "/opt/PaddleSeg", XCCL,
-     "python -u -m paddle.distributed.launch --devices 0,1,2,3 tools/train.py "
-     "--config configs/deeplabv3p/deeplabv3p_resnet50_os8_cityscapes_1024x512_80k.yml --num_workers 8 "
-     "--save_dir output/deeplabv3p_resnet50 --log_iters 10 --device npu --do_eval --save_interval 1000 --seed 2048"),
+     f"python -u -m paddle.distributed.launch --devices 0,1,2,3 --log_dir {R}/train/log tools/train.py "
+     f"--config configs/deeplabv3p/deeplabv3p_resnet50_os8_cityscapes_1024x512_80k.yml --num_workers 8 "
+     f"--save_dir {R}/train/output --log_iters 10 --device npu --do_eval --save_interval 1000 --seed 2048"),
     # seed 001, section 4.
     ("deeplabv3p_resnet50_os8_cityscapes_1024x512_80k", "export", "/opt/PaddleSeg", {},
-     "python tools/export.py --config configs/deeplabv3p/deeplabv3p_resnet50_os8_cityscapes_1024x512_80k.yml "
-     "--model_path output/deeplabv3p_resnet50/best_model/model.pdparams "
-     "--save_dir output/deeplabv3p_resnet50_inference_model"),
-    # seed 001, PaddleInference section (after the seed's wget of cityscapes_demo.png into the checkout).
+     f"python tools/export.py --config configs/deeplabv3p/deeplabv3p_resnet50_os8_cityscapes_1024x512_80k.yml "
+     f"--model_path {R}/train/output/best_model/model.pdparams --save_dir {R}/export/model"),
+    # seed 001, PaddleInference section. Adapted: the seed wgets cityscapes_demo.png into the checkout by hand; the
+    # infer stage copies the first val frame of this run's dataset to its input (npuflow/kinds/infer.py).
     ("deeplabv3p_resnet50_os8_cityscapes_1024x512_80k", "infer", "/opt/PaddleSeg", {},
-     "python deploy/python/infer.py --config output/deeplabv3p_resnet50_inference_model/deploy.yaml "
-     "--image_path ./cityscapes_demo.png --save_dir ./output --device npu"),
+     f"python deploy/python/infer.py --config {R}/export/model/deploy.yaml "
+     f"--image_path {R}/infer/input/demo.png --save_dir {R}/infer/output --device npu"),
     # seed 002, 3.3 multi-card training. Adapted: the seed trains on GPUs (`--gpus 0,1,2,3` with
     # CUDA_VISIBLE_DEVICES); on Ascend the launcher names the cards with --devices and CUDA is not involved.
     ("picodet_s_416_coco_npu_qat", "train", "/opt/PaddleDetection", XCCL,
-     "python -m paddle.distributed.launch --devices 0,1,2,3 tools/train.py "
-     "-c configs/picodet/picodet_s_416_coco_npu.yml --eval"),
+     f"python -m paddle.distributed.launch --devices 0,1,2,3 --log_dir {R}/train/log tools/train.py "
+     f"-c configs/picodet/picodet_s_416_coco_npu.yml --eval -o save_dir={R}/train/output output_eval={R}/train"),
     # seed 002, 3.4. Adapted: exports the checkpoint this run trained, not the seed's download URL.
     ("picodet_s_416_coco_npu_qat", "export", "/opt/PaddleDetection", {},
-     "python tools/export_model.py -c configs/picodet/picodet_s_416_coco_npu.yml "
-     "-o weights=output/picodet_s_416_coco_npu/best_model.pdparams"),
+     f"python tools/export_model.py -c configs/picodet/picodet_s_416_coco_npu.yml "
+     f"-o weights={R}/train/output/best_model.pdparams --output_dir {R}/export/model"),
     # seed 002, 3.5 multi-card QAT, run from deploy/auto_compression. Adapted: --devices for --gpus as in 3.3;
-    # --log_dir=log is the launcher's default; --config_path is this run's copy of configs/picodet_s_qat_dis.yaml
-    # with Global.model_dir = this run's export and the reader's dataset_dir = the dataset (the two edits the
-    # seed asks for by hand); --devices npu because run.py defaults to gpu.
+    # --config_path is this run's copy of configs/picodet_s_qat_dis.yaml with Global.model_dir = this run's export
+    # and the reader's dataset_dir = the dataset (the two edits the seed asks for by hand); --devices npu because
+    # run.py defaults to gpu.
     ("picodet_s_416_coco_npu_qat", "compress", "/opt/PaddleDetection/deploy/auto_compression", XCCL,
-     "python -m paddle.distributed.launch --devices 0,1,2,3 run.py "
-     "--config_path={run_dir}/compress/picodet_s_qat_dis.yaml --save_dir=./output/ --devices npu"),
+     f"python -m paddle.distributed.launch --devices 0,1,2,3 --log_dir {R}/compress/log run.py "
+     f"--config_path={R}/compress/picodet_s_qat_dis.yaml --save_dir={R}/compress/model --devices npu"),
     # seed 002, 3.5 evaluation of the quantized model. Adapted: the config is this run's copy with model_dir
     # pointing at the INT8 output (the seed says to edit model_dir); --devices npu for eval.py's gpu default.
     ("picodet_s_416_coco_npu_qat", "eval_int8", "/opt/PaddleDetection/deploy/auto_compression", {},
-     "python eval.py --config_path={run_dir}/eval_int8/picodet_s_qat_dis.yaml --devices npu"),
+     f"python eval.py --config_path={R}/eval_int8/picodet_s_qat_dis.yaml --devices npu"),
     # PaddleDetection deploy/auto_compression/README.md's multi-card form with the PP-YOLOE+-l config it ships,
     # on seed 000's eight cards and NPU flags; adapted as for seed 002 above.
     ("ppyoloe_plus_crn_l_80e_coco", "compress", "/opt/PaddleDetection/deploy/auto_compression", {**XCCL, **NPU_FLAGS},
-     "python -m paddle.distributed.launch --devices 0,1,2,3,4,5,6,7 run.py "
-     "--config_path={run_dir}/compress/ppyoloe_plus_l_qat_dis.yaml --save_dir=./output/ --devices npu"),
+     f"python -m paddle.distributed.launch --devices 0,1,2,3,4,5,6,7 --log_dir {R}/compress/log run.py "
+     f"--config_path={R}/compress/ppyoloe_plus_l_qat_dis.yaml --save_dir={R}/compress/model --devices npu"),
     # seed 003, training section (single node, 8 cards).
     ("yolor_p6_coco", "train", "/opt/ModelZoo-PyTorch/PyTorch/contrib/cv/detection/YOLOR", {},
      "bash ./test/train_full_8p.sh --data_path=/data/coco"),
@@ -114,7 +122,6 @@ def test_the_compression_config_points_at_this_runs_export_and_dataset(tmp_path,
     plan = build_plan(load_recipe("picodet_s_416_coco_npu_qat"), {"profile": "smoke"}, run_id="golden",
                       runs_root=tmp_path)
     stage = plan.stage("compress")
-    stage.settings["set"] = {"TrainConfig.train_iter": "3"}  # a rendered template arrives as text
     model = ModelResult(model_dir="/runs/x/export/model", files={"model": "/runs/x/export/model/model.pdmodel",
                                                                 "params": "/runs/x/export/model/model.pdiparams"},
                         precision="fp32", size_mb=1.0)
@@ -122,7 +129,8 @@ def test_the_compression_config_points_at_this_runs_export_and_dataset(tmp_path,
     on_disk = yaml.safe_load(Path(stage.builtins["act_config"]).read_text())
     assert on_disk["Global"]["model_dir"] == "/runs/x/export/model" == written["Global"]["model_dir"]
     assert on_disk["Global"]["model_filename"] == "model.pdmodel"
-    assert on_disk["TrainConfig"]["train_iter"] == 3 and on_disk["TrainConfig"]["learning_rate"]["T_max"] == 8
+    # the tutorial's configs/picodet_s_qat_dis.yaml with the profile's TrainConfig values (rendered text -> numbers)
+    assert on_disk["TrainConfig"]["train_iter"] == 8 and on_disk["TrainConfig"]["learning_rate"]["T_max"] == 8
     assert on_disk["QuantAware"]["weight_bits"] == 8
     reader = Path(on_disk["Global"]["reader_config"]).read_text()
     assert "!COCODataSet" in reader and reader.count("dataset_dir: /data/coco") == 2  # tags kept, both datasets

@@ -46,11 +46,14 @@ def test_user_values_are_not_expanded_as_templates(recipe) -> None:
     assert "/data/{run_dir}" in plan.stage("validate_dataset").argv
 
 
-def test_overrides_appear_only_when_set(recipe) -> None:
-    base = build_plan(recipe, {}, run_id="t").stage("train").argv
-    assert "-o" not in base
-    tuned = build_plan(recipe, {"epochs": 3, "batch_size": 4}, run_id="t").stage("train").argv
-    assert tuned[tuned.index("-o"):] == ["-o", "epoch=3", "TrainReader.batch_size=4"]
+def test_overrides_appear_only_when_set(recipe, tmp_path) -> None:
+    base = build_plan(recipe, {}, run_id="t", runs_root=tmp_path).stage("train").argv
+    run_dir = tmp_path / recipe.dag_id / "t"
+    # the run's own folders are always set; nothing else is overridden unless a param says so
+    outputs = ["-o", f"save_dir={run_dir}/train/output", f"output_eval={run_dir}/train"]
+    assert base[base.index("-o"):] == outputs
+    tuned = build_plan(recipe, {"epochs": 3, "batch_size": 4}, run_id="t", runs_root=tmp_path).stage("train").argv
+    assert tuned[tuned.index("-o"):] == [*outputs, "epoch=3", "TrainReader.batch_size=4"]
 
 
 def test_devices_param_selects_cards(recipe) -> None:
@@ -150,5 +153,6 @@ def test_every_variable_the_plan_defines_is_declared_in_the_schema(dag_id: str) 
     recipe = load_recipe(dag_id)
     for profile, spec in recipe.profiles.items():
         plan = build_plan(recipe, {"profile": profile}, run_id="r")
-        own = set(recipe.data["vars"]) | set(spec.get("vars", {})) | set(_TEMPLATE_PARAMS)
+        toolkit = set(recipe.toolkit.variables) if recipe.toolkit else set()  # npuflow/toolkits/: the layout
+        own = set(recipe.data["vars"]) | set(spec.get("vars", {})) | set(_TEMPLATE_PARAMS) | toolkit
         assert set(plan.variables) - own <= BUILTIN_VARIABLES, set(plan.variables) - own - BUILTIN_VARIABLES

@@ -35,7 +35,7 @@ def _plan(tmp_path: Path, dag_id: str, params: dict[str, Any], node: str = "n0")
 
 def _run(plan: Plan, name: str, log=lambda line: None, **kwargs: Any) -> dict[str, Any]:
     recipe = load_recipe(plan.dag_id)
-    return execute_stage(plan, plan.stage(name), log=log, log_format=recipe.data["log_format"], **kwargs)
+    return execute_stage(plan, plan.stage(name), log=log, log_format=recipe.log_format, **kwargs)
 
 
 def _prepared(plan: Plan) -> Plan:

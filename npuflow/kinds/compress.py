@@ -44,6 +44,9 @@ ACT_SETTINGS = {
         "reader_config": {"type": "string",
                           "description": "The ppdet reader config it reads (Global.reader_config), relative to the cwd."},
         "set": {"type": "object", "description": "Dotted keys of the config to override (TrainConfig.train_iter)."},
+        "reader_set": {"type": "object",
+                       "description": "Dotted keys of the reader/dataset config to override; a number picks a list "
+                                      "item (EvalReader.sample_transforms.1.Resize.target_size)."},
         "dataset_fields": {"type": "array", "items": {"type": "string"},
                            "description": "Dotted keys of the reader config that get the dataset's folder. Default: "
                                           "ppdet's TrainDataset/EvalDataset/TestDataset.dataset_dir."},
@@ -61,7 +64,8 @@ def write_stage_config(stage: StageCommand, model: ModelResult, dataset: Dataset
         template, Path(stage.builtins["act_config"]), cwd=Path(stage.cwd), model_dir=model.model_dir,
         model_file=Path(model.files["model"]).name, params_file=Path(model.files["params"]).name,
         reader_config=settings.get("reader_config"), dataset_root=dataset.root if dataset else None,
-        overrides=settings.get("set", {}), dataset_fields=settings.get("dataset_fields", PPDET_DATASET_FIELDS))
+        overrides=settings.get("set", {}), dataset_fields=settings.get("dataset_fields", PPDET_DATASET_FIELDS),
+        reader_overrides=settings.get("reader_set"))
 
 
 class ActConfigStage:

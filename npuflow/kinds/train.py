@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+import yaml
+
 from npuflow.errors import StageRefused
-from npuflow.kinds.base import Result, Role, RunContext, StageKind, TrainResult, ValidationResult
+from npuflow.kinds.base import PlanContext, Result, Role, RunContext, StageKind, TrainResult, ValidationResult
 from npuflow.logparse import calc_fps
 
 
@@ -28,9 +31,44 @@ class Train(StageKind):
                 "description": "Images per card and step. For a log without a throughput field (MMDetection's "
                                "log.json), training images/s is then computed from the step times as the SSD port's "
                                "calc_fps.py <log.json> <world_size> <batch_per_card> does."},
+            "config_overlay": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["file", "base", "key"],
+                "description": "A small config of the project's that inherits the toolkit's own: written per run as "
+                               "{run_config} with its base key set to the toolkit's config, for a profile whose "
+                               "changes a command-line override cannot say (PaddleSeg's export has no --opts).",
+                "properties": {
+                    "file": {"type": "string", "description": "The overlay (values only, no base key); empty: none."},
+                    "base": {"type": "string", "description": "The toolkit config it inherits, e.g. {toolkit_dir}/{config}."},
+                    "key": {"type": "string", "description": "The toolkit's inheritance key ({config_base_key})."},
+                },
+            },
         },
     }
+    builtins = {"run_config": "this run's copy of settings.config_overlay, inheriting the toolkit's config"}
     ui_color = "#d3f9d8"
+
+    def builtin_values(self, ctx: PlanContext) -> dict[str, str]:
+        overlay = ctx.settings.get("config_overlay")
+        file = ctx.render(overlay["file"], "config_overlay.file") if overlay else ""
+        return {"run_config": str(ctx.stage_dir / Path(file).name)} if file else {}
+
+    def before(self, run: RunContext) -> None:
+        overlay = run.stage.settings.get("config_overlay")
+        if not overlay or not overlay["file"]:  # "": the toolkit's config as it is
+            return
+        source, base = Path(overlay["file"]), Path(overlay["base"])
+        if not base.is_file():
+            raise StageRefused(f"stage {run.stage.name}: the toolkit config {base} that {source.name} inherits "
+                               f"does not exist in this checkout")
+        try:
+            data = yaml.safe_load(source.read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise StageRefused(f"stage {run.stage.name}: cannot read the config overlay {source}: {exc}") from None
+        out = Path(run.stage.builtins["run_config"])
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(yaml.safe_dump({overlay["key"]: [str(base)], **data}, sort_keys=False))
 
     def collect(self, run: RunContext, outputs: dict[str, str], metrics: dict[str, Any] | None) -> TrainResult:
         if metrics is not None:
