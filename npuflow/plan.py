@@ -8,6 +8,7 @@ with spaces or shell characters stays one literal argument: nothing here is ever
 from __future__ import annotations
 
 import json
+import os
 import string
 import sys
 from dataclasses import asdict, dataclass, field
@@ -413,6 +414,9 @@ def _stage(plan: Plan, recipe: Recipe, name: str, kind: StageKind, raw: dict[str
         from npuflow.container import container_for
 
         folders = [plan.run_dir, cwd, *(_value_or_none(vs, v) or "" for v in ("toolkit_dir", "dataset_dir"))]
+        # A folder reached through a link (var/toolkits/<name>@<ref> -> the tutorials' checkout) needs its target
+        # mounted too, or the link points at nothing inside the container.
+        folders += [real for f in folders if f and (real := os.path.realpath(f)) != os.path.normpath(f)]
         container = container_for(container_cfg, device=device, holds_cards=kind.holds_cards,
                                   paths=[f for f in folders if f and Path(f).is_absolute()], render=vs.render)
     return StageCommand(

@@ -12,8 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from npuflow.kinds import kind
 from npuflow.recipe import list_recipes, load_recipe
+from npuflow.toolkits.checkout import checkout_dir
 from tests.conftest import VENV_BIN
+from tests.test_toolkits import PROJECT_PROGRAMS
 
 DAG = "ppyoloe_plus_crn_l_80e_coco"
 SMOKE_DAGS = [d for d in list_recipes() if "smoke" in load_recipe(d).profiles]
@@ -70,6 +73,9 @@ def test_smoke_dag_runs_end_to_end(airflow_env: dict, dag_id: str) -> None:
         assert json.loads(log_json[0])["exp_name"] and len(log_json) == 1 + train["train_steps"] + train["evaluations"]
         assert (work_dir / "latest.pth").resolve().name == f"epoch_{train['last_epoch']}.pth"
 
+    if recipe.toolkit is not None:
+        _check_toolkit_code(run, dag_id)
+
     if "onnx_export" in kinds.values():
         _check_onnx(report["models"]["export"], quantized=False)
     if "export" in kinds.values():
@@ -93,6 +99,24 @@ def test_smoke_dag_runs_end_to_end(airflow_env: dict, dag_id: str) -> None:
     if {"compress", "qat"} & set(kinds.values()):
         _check_compression(run, report, kinds)
     assert (run / "report.md").read_text().startswith(f"# {load_recipe(dag_id).data['title']}")
+
+
+def _check_toolkit_code(run: Path, dag_id: str) -> None:
+    """Every toolkit stage ran in the pinned checkout and executed a script of it (or, named in PROJECT_PROGRAMS
+    with the reason, the project's program over the toolkit's code): the stage's own record of argv and cwd."""
+    recipe = load_recipe(dag_id)
+    tree = checkout_dir(recipe.toolkit.name, recipe.toolkit_ref).resolve()
+    for name, spec in recipe.stages.items():
+        if not kind(spec["kind"]).toolkit:
+            continue
+        done = json.loads((run / name / "result.json").read_text())
+        assert done["ok"] and Path(done["cwd"]).resolve().is_relative_to(tree), (name, done["cwd"])
+        scripts = [Path(done["cwd"]) / a for a in done["argv"] if a.endswith(".py")]
+        assert scripts and all(p.is_file() for p in scripts), (name, done["argv"])
+        if (dag_id, name) not in PROJECT_PROGRAMS:
+            assert all(p.resolve().is_relative_to(tree) for p in scripts), (name, scripts)
+        assert done["env"].get("PYTHONPATH", "").startswith(str(checkout_dir(recipe.toolkit.name,
+                                                                             recipe.toolkit_ref)))
 
 
 def _check_compression(run: Path, report: dict, kinds: dict[str, str]) -> None:

@@ -178,6 +178,22 @@ def test_smoke_toolkit_stages_run_the_pinned_checkout_with_every_production_flag
         assert keys <= {a.split("=")[0] for a in mine}, (name, keys)
 
 
+@pytest.mark.parametrize("dag_id", PADDLE_DAGS)
+def test_the_rehearsal_is_production_with_other_values_and_one_card(dag_id: str, tmp_path: Path) -> None:
+    """A platform team proves a new checkout, image or recipe on one card with tiny data before it commits eight
+    cards for days: same stages, kinds, edges, scripts, working folders, environment names and flags."""
+    production, rehearsal = _plan(dag_id, "production", tmp_path), _plan(dag_id, "rehearsal", tmp_path)
+    assert rehearsal.device["kind"] == production.device["kind"] == "npu" and rehearsal.device["count"] == 1
+    shape = [(s.name, s.kind, s.needs) for s in production.stages]
+    assert [(s.name, s.kind, s.needs) for s in rehearsal.stages] == shape
+    for p, r in zip(production.stages, rehearsal.stages, strict=True):
+        assert (p.cwd, sorted(p.env)) == (r.cwd, sorted(r.env)), p.name
+        assert [a for a in p.argv if a.endswith(".py")] == [a for a in r.argv if a.endswith(".py")], p.name
+        flags = lambda argv: {a.split("=")[0] for a in argv if a.startswith("-")}  # noqa: E731
+        assert flags(p.argv) <= flags(r.argv), (p.name, flags(p.argv) - flags(r.argv))
+        assert p.argv[0] == r.argv[0]  # the host's Python, not this machine's
+
+
 def test_segmentation_compression_config_exists_at_the_ref_and_keeps_its_bases(tmp_path: Path) -> None:
     """The break: configs/datasets/cityscapes_1024x512_scale1.0.yml exists in no PaddleSeg branch. The dataset
     config is now the tutorial's own training config, and its per-run copy still inherits its _base_."""

@@ -14,7 +14,8 @@ Read from ``ppdet/engine/callbacks.py`` (``Checkpointer``), ``ppdet/utils/checkp
 - ``tools/export_model.py --output_dir D`` writes ``D/<config file stem>/model.pdmodel|model.pdiparams|infer_cfg.yml``.
 - ``deploy/auto_compression/run.py --save_dir D`` writes ``D/model.pdmodel|model.pdiparams``; it and
   ``eval.py`` import ``ppdet`` with no ``sys.path`` insert of their own (unlike ``tools/*.py``), so the
-  checkout must be importable (``PYTHONPATH``, or installed as the stage image does).
+  checkout must be importable (``PYTHONPATH``, or installed as the stage image does). ``eval.py`` needs
+  ``Global.input_list`` in its config (the shipped detector configs have none; ``run.py`` derives it).
 """
 
 from __future__ import annotations
@@ -31,6 +32,10 @@ TOOLKIT = Toolkit(
         "best_model": "{save_dir}/best_model.pdparams",
         "checkpoint_glob": "{save_dir}/[0-9]*.pdparams",
         "exported_model_dir": "{export_dir}/{config_name}",
+        # deploy/auto_compression/eval.py feeds only Global.input_list, which run.py derives from the model but
+        # eval.py does not, and which the shipped picodet/ppyoloe ACT configs lack (KeyError: 'input_list'):
+        # the inputs tools/export_model.py gives a detector with its post-processing.
+        "act_eval_input_list": "[image, scale_factor]",
     },
     resume={
         "checkpoints": "{checkpoint_glob}",

@@ -62,7 +62,7 @@ def test_infer_records_the_prediction_of_the_upstream_model_on_the_first_val_fra
 
 
 def test_a_dataset_without_a_val_frame_is_refused_before_the_script_runs(tmp_path: Path) -> None:
-    with pytest.raises(StageRefused, match="no image matches .*leftImg8bit/val/"):
+    with pytest.raises(StageRefused, match=r"no image matches .*leftImg8bit/val/"):
         _run(tmp_path, "write", frames=())
 
 
