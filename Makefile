@@ -83,6 +83,7 @@ bench: $(STAMP)
 	$(PY) bench/trigger_latency.py
 	$(PY) bench/compression.py
 	$(PY) bench/compression.py --dag deeplabv3p_resnet50_os8_cityscapes_1024x512_80k
+	$(PY) bench/benchmark_memory.py
 	$(PY) bench/compression.py --dag ssd300_coco
 	$(PY) bench/compression.py --dag yolor_p6_coco
 	$(PY) bench/qdq_latency.py

@@ -32,8 +32,8 @@ MIRROR = "http://deb.debian.org/debian"
 STAGE_IMAGES = {"npuflow/paddle-npu:smoke": "docker/paddle-npu.Dockerfile",
                 "npuflow/pytorch-npu:smoke": "docker/pytorch-npu.Dockerfile"}
 #: Build args that keep a build offline: the toolkit checkouts are mounted at run time, nothing is fetched.
-OFFLINE_ARGS = {"PADDLEDETECTION_REF": "", "PADDLESEG_REF": "", "MODELZOO_REF": "", "TORCH_PACKAGES": "",
-                "PIP_PACKAGES": ""}
+OFFLINE_ARGS = {"PADDLE_PACKAGES": "", "PADDLEDETECTION_REF": "", "PADDLESEG_REF": "", "MODELZOO_REF": "",
+                "TORCH_PACKAGES": "", "PIP_PACKAGES": ""}
 
 
 class EngineUnavailable(RuntimeError):

@@ -82,12 +82,24 @@ def _run(plan: Plan, name: str, **kwargs: Any) -> dict[str, Any]:
     return execute_stage(plan, plan.stage(name), log_format="ppdet", **kwargs)
 
 
-def test_the_images_build_from_docker_with_the_project_programs(engine: Engine) -> None:
+def test_the_images_build_from_docker_with_the_project_programs(engine: Engine, tmp_path: Path) -> None:
+    from npuflow.toolkits import toolkit
+
     image = engine.client().images.get(IMAGE)
-    assert image.labels["npuflow.toolkits"] == "PaddleDetection@ PaddleSeg@"  # the offline build: refs empty
-    out = engine.client().containers.run(IMAGE, ["sh", "-c", "echo $PYTHONPATH; ls /opt/npuflow/npuflow/programs"],
-                                         remove=True, network_mode="none").decode()
-    assert out.splitlines()[0] == "/opt/npuflow" and "paddle_detection_bench.py" in out
+    # the offline build: refs empty (no clone), the pinned commits as npuflow/toolkits/ has them
+    assert image.labels["npuflow.toolkits"] == (
+        f"PaddleDetection@:{toolkit('PaddleDetection').commit('release_2_7_npu')} "
+        f"PaddleSeg@:{toolkit('PaddleSeg').commit('npu_cann8.0')}")
+    # Every stage command goes through the entrypoint, which sources CANN's set_env.sh where the base has it.
+    set_env = tmp_path / "set_env.sh"
+    set_env.write_text("export ASCEND_TOOLKIT_HOME=/usr/local/Ascend/ascend-toolkit/latest\n")
+    out = engine.client().containers.run(
+        IMAGE, ["sh", "-c", "echo $PYTHONPATH; echo $ASCEND_TOOLKIT_HOME; ls /opt/npuflow/npuflow/programs"],
+        remove=True, network_mode="none",
+        volumes={str(set_env): {"bind": "/usr/local/Ascend/ascend-toolkit/set_env.sh", "mode": "ro"}}).decode()
+    lines = out.splitlines()
+    assert lines[0] == "/opt/npuflow:/opt/PaddleDetection:/opt/PaddleSeg"
+    assert lines[1] == "/usr/local/Ascend/ascend-toolkit/latest" and "paddleseg_act.py" in out
 
 
 def test_smoke_dag_runs_its_stages_in_containers_with_the_cards_mapped(engine: Engine, fake_cards: Path,
