@@ -48,14 +48,15 @@ def container_name(job: str) -> str:
 
 
 def container_for(cfg: dict[str, Any], *, device: dict[str, Any], holds_cards: bool, paths: list[str],
-                  render: Any) -> dict[str, Any]:
+                  render: Any, one_card: bool = False) -> dict[str, Any]:
     """The container of one stage: image, user, mounts, devices, shared memory; ``npuflow plan`` shows it.
 
     ``paths`` are the folders the stage works in (run dir, dataset root, toolkit checkout, cwd): each is
     bind-mounted at its own path, so argv, outputs and resume globs mean the same inside and out; so is this
     checkout, read-only, for the project's programs. A stage that
     holds cards gets ``/dev/davinci<N>`` for each card of the layout, the Ascend management nodes, the driver
-    mounts and ``ASCEND_VISIBLE_DEVICES``.
+    mounts and ``ASCEND_VISIBLE_DEVICES``; a ``one_card`` stage (an inference, an evaluation) the same for the
+    layout's first card, the one its pool slot claimed.
     """
     mounts: list[dict[str, Any]] = []
     wanted = [(p, False) for p in paths]
@@ -75,11 +76,12 @@ def container_for(cfg: dict[str, Any], *, device: dict[str, Any], holds_cards: b
     mounts.sort(key=lambda m: m["source"])  # parents before the folders inside them (the engine sorts alike)
     devices = [render(d, "container.devices") for d in cfg.get("devices", [])]
     env: dict[str, str] = {}
-    if holds_cards and device["kind"] == "npu":
-        devices += [f"/dev/davinci{i}:/dev/davinci{i}" for i in device["ids"]]
+    if (holds_cards or one_card) and device["kind"] == "npu":
+        cards = device["ids"] if holds_cards else device["ids"][:1]  # a one-card stage gets the card it claimed
+        devices += [f"/dev/davinci{i}:/dev/davinci{i}" for i in cards]
         devices += [f"{d}:{d}" for d in ASCEND_DEVICES]
         mounts += [{"source": m, "target": m, "read_only": True} for m in ASCEND_MOUNTS]
-        env["ASCEND_VISIBLE_DEVICES"] = ",".join(map(str, device["ids"]))
+        env["ASCEND_VISIBLE_DEVICES"] = ",".join(map(str, cards))
     root = bool(cfg.get("root"))
     return {
         "image": cfg["image"],

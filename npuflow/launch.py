@@ -63,6 +63,17 @@ def launch_argv(launcher: str, python: str, python_args: list[str], device: dict
     raise ValueError(f"unknown launcher {launcher!r}")
 
 
+def one_card_env(device: dict[str, Any]) -> dict[str, str]:
+    """A one-card stage's card (the layout's first) as the runtime's only visible card, so its card 0 is the one
+    the stage claimed: ASCEND_RT_VISIBLE_DEVICES (CANN, Paddle's custom device and torch_npu alike) on Ascend."""
+    card = str(device["ids"][0])
+    if device["kind"] == "npu":
+        return {"ASCEND_RT_VISIBLE_DEVICES": card}
+    if device["kind"] == "gpu":
+        return {"CUDA_VISIBLE_DEVICES": card}
+    return {}
+
+
 def device_env(launcher: str, device: dict[str, Any]) -> dict[str, str]:
     """Environment the launcher needs for the device kind; the recipe's env (FLAGS_*, HCCL_*) goes on top."""
     ids = ",".join(map(str, device["ids"]))

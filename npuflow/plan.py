@@ -17,7 +17,7 @@ from typing import Any
 
 from npuflow.kinds import registry
 from npuflow.kinds.base import PlanContext, StageKind, Upstream
-from npuflow.launch import device_env, job_id, launch_argv
+from npuflow.launch import device_env, job_id, launch_argv, one_card_env
 from npuflow.recipe import PROJECT_ROOT, SCHEMA_PATH, Recipe
 from npuflow.rundir import run_dir_for
 from npuflow.toolkits.checkout import checkout_dir
@@ -409,6 +409,8 @@ def _stage(plan: Plan, recipe: Recipe, name: str, kind: StageKind, raw: dict[str
     else:
         cwd, argv, outputs = command.cwd, command.argv, command.outputs
         env = {**command.env, **env}
+    if kind.uses_card:
+        env = {**one_card_env(device), **env}
     container = None
     if container_cfg is not None and kind.in_container:
         from npuflow.container import container_for
@@ -417,7 +419,7 @@ def _stage(plan: Plan, recipe: Recipe, name: str, kind: StageKind, raw: dict[str
         # A folder reached through a link (var/toolkits/<name>@<ref> -> the tutorials' checkout) needs its target
         # mounted too, or the link points at nothing inside the container.
         folders += [real for f in folders if f and (real := os.path.realpath(f)) != os.path.normpath(f)]
-        container = container_for(container_cfg, device=device, holds_cards=kind.holds_cards,
+        container = container_for(container_cfg, device=device, holds_cards=kind.holds_cards, one_card=kind.uses_card,
                                   paths=[f for f in folders if f and Path(f).is_absolute()], render=vs.render)
     return StageCommand(
         name=name, kind=kind.name, container=container, argv=argv, env=env, cwd=cwd, outputs=outputs, stage_dir=str(stage_dir),

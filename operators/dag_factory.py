@@ -81,6 +81,8 @@ def build_dag(dag_id: str) -> DAG:
             if kind(spec["kind"]).holds_cards:
                 # Slots = the cards the deployment's default profile uses; see docs/architecture.md.
                 extra.update(pool=device_pool(default_device["kind"]), pool_slots=default_device["count"])
+            elif kind(spec["kind"]).uses_card:  # an inference or evaluation on one card claims that card
+                extra.update(pool=device_pool(default_device["kind"]), pool_slots=1)
             if "retries" in spec:  # a retried card-holding stage resumes from its newest complete checkpoint
                 extra.update(retries=spec["retries"], retry_delay=timedelta(seconds=spec.get("retry_delay_seconds", 60)))
             if spec.get("assets"):

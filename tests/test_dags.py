@@ -121,5 +121,8 @@ def test_the_dag_follows_the_needs_edges_fan_out_and_fan_in(loaded: dict, dag_id
     assert up["eval_int8"] == ["compress", "prepare_dataset"]
     assert up["report"] == ["benchmark_fp32", "benchmark_int8", "eval_int8"]
     tasks = {t[0]: t for t in loaded["dags"][dag_id]["tasks"]}
-    # Only the stages that hold cards take slots of the device pool.
-    assert {name for name, t in tasks.items() if t[2] == "npu_devices"} == {"train", "compress"}
+    # The stages that hold cards take the profile's cards from the device pool; those that run on one card (an
+    # inference, an evaluation) take one slot; the project's bookkeeping takes none.
+    assert {name: t[3] for name, t in tasks.items() if t[2] == "npu_devices"} == {
+        "train": 4 if dag_id.startswith("picodet") else 8, "compress": 4 if dag_id.startswith("picodet") else 8,
+        "benchmark_fp32": 1, "benchmark_int8": 1, "eval_int8": 1}

@@ -25,6 +25,9 @@ XCCL = {"PADDLE_XCCL_BACKEND": "npu"}
 # `--save_dir`, the launcher's `--log_dir` and ACT's `--save_dir`. So no night overwrites a model another run's
 # asset announced, and a retry finds its own checkpoints.
 R = "{run_dir}"
+# Adapted in every stage that runs on one card (infer, evaluate, benchmark): the card its pool slot claimed is the
+# only one the runtime sees, so its "card 0" is that card (the seeds run these on an otherwise idle host).
+ONE_CARD = {"ASCEND_RT_VISIBLE_DEVICES": "0"}
 
 GOLDEN = [
     # seed 000, section 3 (after `export FLAGS_npu_jit_compile=0; export FLAGS_use_stride_kernel=0`).
@@ -48,7 +51,7 @@ GOLDEN = [
      f"--model_path {R}/train/output/best_model/model.pdparams --save_dir {R}/export/model"),
     # seed 001, PaddleInference section. Adapted: the seed wgets cityscapes_demo.png into the checkout by hand; the
     # infer stage copies the first val frame of this run's dataset to its input (npuflow/kinds/infer.py).
-    ("deeplabv3p_resnet50_os8_cityscapes_1024x512_80k", "infer", "/opt/PaddleSeg", {},
+    ("deeplabv3p_resnet50_os8_cityscapes_1024x512_80k", "infer", "/opt/PaddleSeg", ONE_CARD,
      f"python deploy/python/infer.py --config {R}/export/model/deploy.yaml "
      f"--image_path {R}/infer/input/demo.png --save_dir {R}/infer/output --device npu"),
     # seed 002, 3.3 multi-card training. Adapted: the seed trains on GPUs (`--gpus 0,1,2,3` with
@@ -69,7 +72,7 @@ GOLDEN = [
      f"--config_path={R}/compress/picodet_s_qat_dis.yaml --save_dir={R}/compress/model --devices npu"),
     # seed 002, 3.5 evaluation of the quantized model. Adapted: the config is this run's copy with model_dir
     # pointing at the INT8 output (the seed says to edit model_dir); --devices npu for eval.py's gpu default.
-    ("picodet_s_416_coco_npu_qat", "eval_int8", "/opt/PaddleDetection/deploy/auto_compression", {},
+    ("picodet_s_416_coco_npu_qat", "eval_int8", "/opt/PaddleDetection/deploy/auto_compression", ONE_CARD,
      f"python eval.py --config_path={R}/eval_int8/picodet_s_qat_dis.yaml --devices npu"),
     # PaddleDetection deploy/auto_compression/README.md's multi-card form with the PP-YOLOE+-l config it ships,
     # on seed 000's eight cards and NPU flags; adapted as for seed 002 above.

@@ -223,3 +223,19 @@ def test_segmentation_compression_refuses_a_device_paddle_does_not_have(tmp_path
     assert out.returncode == 78, out.stderr[-2000:]
     assert "error: --devices npu: this Paddle has no npu device" in out.stderr
     assert toolkit("PaddleSeg").variables["config_base_key"] == "_base_"
+
+
+@pytest.mark.parametrize("dag_id", [PICODET, DEEPLAB])
+def test_a_stage_on_one_card_is_given_the_card_it_claimed(dag_id: str, tmp_path: Path) -> None:
+    """The break: benchmark, eval_int8 and infer ran --device npu on card 0 with no pool claim, and in a container
+    they got no NPU device at all. Each claims one slot (tests/test_dags.py) and gets the layout's first card."""
+    plan = _plan(dag_id, "production", tmp_path, runner="docker", devices="4,5,6,7")
+    for name in [s.name for s in plan.stages if kind(s.kind).uses_card]:
+        stage = plan.stage(name)
+        assert stage.env["ASCEND_RT_VISIBLE_DEVICES"] == "4", name
+        assert [d for d in stage.container["devices"] if "davinci" in d and "manager" not in d] == \
+            ["/dev/davinci4:/dev/davinci4:rwm"], name
+        assert stage.container["env"]["ASCEND_VISIBLE_DEVICES"] == "4"
+    train = plan.stage("train")
+    assert [d for d in train.container["devices"] if d.startswith("/dev/davinci") and "manager" not in d] == \
+        [f"/dev/davinci{i}:/dev/davinci{i}:rwm" for i in (4, 5, 6, 7)]

@@ -171,6 +171,10 @@ class StageKind:
     toolkit: ClassVar[bool] = False
     #: Takes cards: device pool + ``pool_slots``, preflight, rank watch, failing-rank naming, resume.
     holds_cards: ClassVar[bool] = False
+    #: Runs on one card of the device kind (an inference, an evaluation): it claims one slot of the device pool
+    #: and is given the first card of the layout (mapped into its container, made its card 0 by the
+    #: runtime's visible-devices variable). A stage that ``holds_cards`` claims all of them instead.
+    uses_card: ClassVar[bool] = False
     #: The stage's log is a training log: parsed into metrics.jsonl with the recipe's ``log_format``.
     training_log: ClassVar[bool] = False
     produces: ClassVar[type[Result] | None] = None

@@ -37,6 +37,7 @@ def headline(accuracy: dict[str, Any]) -> str:
 
 class Benchmark(StageKind):
     name = "benchmark"
+    uses_card = True
     description = "Warm-up, latency p50/p90/p99, throughput and accuracy of the upstream model on the val split."
     produces = BenchmarkResult
     consumes = {"model": Role(ModelResult), "dataset": Role(DatasetResult)}

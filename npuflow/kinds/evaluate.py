@@ -27,6 +27,7 @@ class EvalResult(Result):
 
 class Evaluate(ActConfigStage, StageKind):
     name = "evaluate"
+    uses_card = True
     description = "The toolkit's own evaluation script on an upstream inference model."
     produces = EvalResult
     metrics = ("bbox_map",)

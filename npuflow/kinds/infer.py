@@ -27,6 +27,7 @@ class InferResult(Result):
 
 class Infer(StageKind):
     name = "infer"
+    uses_card = True
     description = "The toolkit's deployment inference script on a demo image; keeps the rendered prediction."
     toolkit = True
     produces = InferResult
