@@ -86,7 +86,7 @@ class Benchmark(StageKind):
             model_stage=model.name, precision=model.result.precision, size_mb=model.result.size_mb, latency_ms=lat,
             throughput_ips=bench["throughput_ips"], accuracy=bench["accuracy"],
             settings={k: bench[k] for k in ("device", "batch_size", "warmup", "iters", "threads", "images",
-                                            "quantize_ops", "program") if k in bench})
+                                            "quantize_ops", "program", "int8_execution") if k in bench})
 
     def summary(self, result: Result | None) -> str:
         assert isinstance(result, BenchmarkResult)

@@ -38,6 +38,17 @@ def make_predictor(model_dir: Path, device: str, threads: int):
     return pi.create_predictor(config), program.name, quantized
 
 
+def int8_execution(device: str, quantized: int) -> str | None:
+    """How a quantized program's INT8 ran, for the report: only the CPU path here executes INT8 kernels (oneDNN).
+    Paddle Inference has no INT8 path on a custom device, so on the NPU (and on a GPU without TensorRT) the
+    quantize/dequantize ops run around FP kernels: the timing is of simulated quantization."""
+    if not quantized:
+        return None
+    if device == "cpu":
+        return "int8 kernels (oneDNN)"
+    return f"simulated: Paddle Inference has no INT8 kernels for this {device} path, quantize ops around FP kernels"
+
+
 def describe(args: argparse.Namespace, program: str, quantized: int, images: int) -> dict[str, Any]:
     """The settings part of benchmark.json: what was run, where, how often (the same for FP32 and INT8)."""
     import paddle
@@ -45,4 +56,5 @@ def describe(args: argparse.Namespace, program: str, quantized: int, images: int
     return {"model_dir": str(args.model_dir), "program": program, "device": args.device,
             "paddle_version": paddle.__version__, "batch_size": 1, "warmup": args.warmup, "iters": args.iters,
             "threads": args.threads, "images": images, "quantize_ops": quantized,
-            "cpu_backend": "onednn" if args.device == "cpu" else None}
+            "cpu_backend": "onednn" if args.device == "cpu" else None,
+            "int8_execution": int8_execution(args.device, quantized)}
