@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -33,13 +32,13 @@ DAG = "picodet_s_416_coco_npu_qat"
 
 
 def peak_rss_mib(argv: list[str], env: dict[str, str], cwd: str) -> float:
-    """Run ``argv`` in a fresh process and return its peak RSS (this process's children have ended before)."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    subprocess.run(argv, env=env, cwd=cwd, check=True, capture_output=True)
-    after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    if after <= before:
-        raise SystemExit("the benchmark used no more memory than an earlier child: run the sizes smallest first")
-    return after / 1024
+    """Run ``argv`` in a fresh process and return that process's own peak RSS (``wait4``'s rusage)."""
+    proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"the benchmark failed ({proc.returncode}): {proc.stderr.read().decode()[-2000:]}")
+    return usage.ru_maxrss / 1024
 
 
 def main() -> None:
