@@ -123,6 +123,12 @@ def _absolute_bases(config: Any, source: Path) -> None:
             config[key] = absolute[0] if isinstance(bases, str) else absolute
 
 
+def _override_value(value: Any) -> Any:
+    """A ``set``/``reader_set`` value: rendered templates arrive as text, so "8" is the number 8 and "[160, 160]"
+    a list."""
+    return yaml.safe_load(value) if isinstance(value, str) else value
+
+
 def reader_copy(act_config: Path) -> Path:
     """Where the per-run copy of the reader config an ACT config names is written (beside the ACT copy)."""
     return act_config.with_name(f"{act_config.stem}.reader.yml")
@@ -151,9 +157,9 @@ def write_act_config(template: Path, out: Path, *, cwd: Path, model_dir: str, mo
                 set_dotted(reader, field, dataset_root, glob["reader_config"], if_present=not inherits,
                            create=inherits)
         for key, value in (reader_overrides or {}).items():
-            set_dotted(reader, key, yaml.safe_load(value) if isinstance(value, str) else value, glob["reader_config"])
+            set_dotted(reader, key, _override_value(value), glob["reader_config"])
         glob["reader_config"] = str(dump_tagged(reader, reader_copy(out)))
-    for key, value in overrides.items():  # rendered templates arrive as text: "8" is the number 8
-        set_dotted(config, key, yaml.safe_load(value) if isinstance(value, str) else value, str(template))
+    for key, value in overrides.items():
+        set_dotted(config, key, _override_value(value), str(template))
     dump_tagged(config, out)
     return config
