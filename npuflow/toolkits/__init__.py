@@ -39,8 +39,6 @@ class Toolkit:
     resume: dict[str, Any] | None = None
     #: The folder of this repository under shared/upstream (the tutorials' checkouts this machine has).
     upstream: str = ""
-    #: Why a variable or quirk is what it is, for ``npuflow toolkits`` and the docs.
-    notes: tuple[str, ...] = ()
 
     def commit(self, ref: str) -> str:
         try:

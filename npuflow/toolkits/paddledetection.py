@@ -1,5 +1,10 @@
 """PaddleDetection at ``release_2_7_npu`` (seeds 000 and 002).
 
+The only ref modelled: ``release/2.6``'s ``configs/runtime.yml`` sets ``use_gpu: true`` and ``check_gpu`` exits on
+an NPU build, while ``release_2_7_npu``'s sets ``use_npu: true`` and ships both ``configs/picodet/
+picodet_s_416_coco_npu.yml`` and ``deploy/auto_compression/configs/picodet_s_qat_dis.yaml``: one checkout serves
+both detection DAGs.
+
 Read from ``ppdet/engine/callbacks.py`` (``Checkpointer``), ``ppdet/utils/checkpoint.py`` (``save_model``,
 ``load_weight``) and ``ppdet/engine/trainer.py`` (``export``) at that ref, and checked by running its
 ``tools/train.py`` and ``tools/export_model.py`` (tests/test_toolkits.py):
@@ -43,9 +48,4 @@ TOOLKIT = Toolkit(
         "argv": ["-r", "{checkpoint_stem}"],
     },
     upstream="PaddleDetection",
-    notes=(
-        "release/2.6's configs/runtime.yml sets use_gpu: true and check_gpu exits on an NPU build; "
-        "release_2_7_npu's sets use_npu: true and ships configs/picodet/picodet_s_416_coco_npu.yml and "
-        "deploy/auto_compression/configs/picodet_s_qat_dis.yaml, so one checkout serves both detection DAGs.",
-    ),
 )
