@@ -331,7 +331,8 @@ def _execute_stage(plan: Plan, stage: StageCommand, *, log: Log, log_format: str
             run_preflight(plan.device, stage.free_disk, job, log, env_path=stage.env.get("PATH"))
         except PreflightError as exc:
             raise (StageFailed if exc.retryable else StageRefused)(f"stage {stage.name}: preflight: {exc}") from None
-        argv += _resume_args(stage, attempt, resume, log)
+        run.resumed_with = _resume_args(stage, attempt, resume, log)
+        argv += run.resumed_with
     if kind.training_log:
         if log_format in PARSERS:
             progress = _TrainProgress(plan, stage, log, log_format)

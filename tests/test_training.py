@@ -16,7 +16,10 @@ from typing import Any
 import psutil
 import pytest
 
-from npuflow.execute import StageFailed, execute_stage, job_marker
+from npuflow.errors import StageFailed, StageRefused
+from npuflow.execute import execute_stage, job_marker
+from npuflow.kinds import registry
+from npuflow.kinds.base import RunContext
 from npuflow.plan import Plan, build_plan
 from npuflow.proc import JOB_ENV, StageProcess, job_processes
 from npuflow.recipe import load_recipe, load_recipe_file
@@ -308,3 +311,20 @@ def test_a_sigkilled_task_process_takes_its_launcher_and_ranks_with_it(tmp_path:
     finally:
         task.kill()
         task.wait(30)
+
+
+def test_a_retry_that_resumes_from_the_last_checkpoint_succeeds_with_nothing_to_train(tmp_path: Path) -> None:
+    """Try 1 trained every epoch and then died (in the final evaluation, say): try 2 resumes from the last
+    checkpoint, logs no step line, and is a success with the model on disk, not a failure for a silent log."""
+    plan = _prepared(_plan(tmp_path, YOLOR, {"epochs": 2, "batch_size": 2}))
+    first = _run(plan, "train", attempt=1)
+    assert first["metrics"]["train_steps"] > 0
+    lines: list[str] = []
+    second = _run(plan, "train", log=lines.append, attempt=2)
+    assert second["ok"] and "--resume" in second["argv"]
+    assert second["metrics"]["train_steps"] == 0 and second["result"]["metrics"]["resumed_finished"]
+    assert "the training had already finished" in "\n".join(lines)
+    # The same silent log from a try that trained from scratch is refused: the parser must read its steps.
+    run = RunContext(plan=plan, stage=plan.stage("train"), inputs={}, log=lines.append)
+    with pytest.raises(StageRefused, match="no step lines the parser recognises"):
+        registry()["train"].collect(run, second["outputs"], dict(second["metrics"]))

@@ -145,6 +145,7 @@ class RunContext(_Inputs):
     inputs: dict[str, list[Upstream]]
     log: Log
     hosts_rank0: bool = True  # c10d assigns ranks in rendezvous order: global rank 0 may be on another node
+    resumed_with: list[str] = field(default_factory=list)  # the resume flag this try added (empty: from scratch)
 
     @property
     def stage_dir(self) -> Path:

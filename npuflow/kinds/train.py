@@ -73,6 +73,12 @@ class Train(StageKind):
     def collect(self, run: RunContext, outputs: dict[str, str], metrics: dict[str, Any] | None) -> TrainResult:
         if metrics is not None:
             if metrics["train_steps"] == 0:
+                if run.resumed_with:
+                    # The checkpoint it resumed from was the last: a try that crashed after training (in the final
+                    # evaluation, say) left nothing to train, and the toolkit finished its outputs (checked before).
+                    run.log(f"stage {run.stage.name}: resumed with {' '.join(run.resumed_with)} and trained no "
+                            f"step: the training had already finished; its outputs are this run's")
+                    return TrainResult(metrics={**metrics, "resumed_finished": True}, outputs=outputs)
                 if run.hosts_rank0:
                     raise StageRefused(f"stage {run.stage.name}: the training log had no step lines the parser "
                                        f"recognises")
@@ -90,6 +96,8 @@ class Train(StageKind):
         m = result.metrics
         if not m:
             return "finished; no metrics parser for this toolkit's log"
+        if m.get("resumed_finished"):
+            return "the training had finished before this try: it resumed from the last checkpoint, nothing to train"
         if m["train_steps"] == 0:
             return "this node finished; the step lines are logged on the node of global rank 0"
         return f"{m['train_steps']} logged steps, last losses {m['last_losses']}, eval {m['eval']}"
