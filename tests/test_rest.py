@@ -141,15 +141,41 @@ def test_the_report_task_links_its_html_report_which_the_api_server_serves(airfl
     links = s.ok("GET", f"{s.run_path(PPYOLOE, run_id)}/taskInstances/report/links")["extra_links"]
     assert links["HTML report"] == f"/npuflow/reports/{PPYOLOE}/{quote(run_id)}/report.html"
     assert not s.ok("GET", f"{s.run_path(PPYOLOE, run_id)}/taskInstances/train/links")["extra_links"].get("HTML report")
-    with urllib.request.urlopen(s.url + links["HTML report"], timeout=30) as resp:
-        assert resp.headers["content-type"].startswith("text/html")
-        page = resp.read().decode()
+    assert _get(s.url + links["HTML report"], None)[0] == 401  # behind the api-server's login
+    status, kind, page = _get(s.url + links["HTML report"], s.token("viewer"))  # a viewer of the DAG reads it
+    assert status == 200 and kind.startswith("text/html")
     assert "<h2>Gates</h2>" in page and "data:image/png;base64," in page and "http" not in page.split("<body>")[1]
+    # The UI's session: the same JWT as the api-server's cookie.
+    assert _get(s.url + links["HTML report"], None, cookie=s.token("viewer"))[0] == 200
+    # A signed-in user whom the auth manager does not let read this DAG's runs.
+    status, _, body = _get(s.url + links["HTML report"], _token_without_a_role(s))
+    assert status == 403 and json.loads(body)["detail"] == "Forbidden", body
     for bad in (f"/npuflow/reports/{PPYOLOE}/{quote(run_id)}/plan.json",
                 f"/npuflow/reports/{PPYOLOE}/{quote(run_id)}/..%2F..%2F..%2Fairflow%2Fairflow.cfg"):
-        with pytest.raises(urllib.error.HTTPError) as refused:
-            urllib.request.urlopen(s.url + bad, timeout=30)
-        assert refused.value.code == 404
+        assert _get(s.url + bad, s.token("viewer"))[0] == 404
+
+
+def _get(url: str, token: str | None, cookie: str | None = None) -> tuple[int, str, str]:
+    req = urllib.request.Request(url)
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    if cookie:
+        req.add_header("Cookie", f"_token={cookie}")
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return resp.status, resp.headers["content-type"], resp.read().decode()
+    except urllib.error.HTTPError as err:
+        return err.code, err.headers.get("content-type", ""), err.read().decode()
+
+
+def _token_without_a_role(s: Services) -> str:
+    """A JWT the api-server accepts (signed by its auth manager, from its config) for a user with no role."""
+    script = ("from airflow.api_fastapi.app import create_auth_manager\n"
+              "from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser\n"
+              "print(create_auth_manager().generate_jwt(SimpleAuthManagerUser(username='outsider', role=None)))")
+    out = subprocess.run([str(VENV_BIN / "python"), "-c", script], env=s.env, capture_output=True, text=True,
+                         check=True)
+    return out.stdout.strip().splitlines()[-1]
 
 
 def test_the_device_pool_keeps_two_trainings_apart(airflow_services: Services, two_runs: dict) -> None:
