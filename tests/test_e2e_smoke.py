@@ -56,6 +56,12 @@ def test_smoke_dag_runs_end_to_end(airflow_env: dict, dag_id: str) -> None:
         assert report["measured"]["train.train_ips"] == pytest.approx(2 * batch / (sum(steps[1:]) / len(steps[1:])))
     else:
         assert any(m["type"] == "train" and m["ips_global"] > 0 for m in metrics)
+    if dag_id == DAG:  # make demo's DAG: the model visibly learns, and INT8 keeps what FP32 learnt
+        losses = [m["losses"]["loss"] for m in metrics if m["type"] == "train"]
+        assert sum(losses[-10:]) < 0.9 * sum(losses[:10]), losses
+        measured = report["measured"]
+        assert measured["benchmark_fp32.bbox_map"] >= 5.0, measured  # mAP in %, 12.5 when measured
+        assert measured["benchmark_int8.bbox_map"] >= measured["benchmark_fp32.bbox_map"] - 5.0, measured
     rank_logs = {p.name for p in (run / "train" / "log").rglob("*") if p.is_file()}
     if recipe.log_format == "ppdet":
         assert "bbox_map" in train["eval"] and train["evaluations"] >= 1  # COCO eval ran during training

@@ -114,7 +114,7 @@ def test_smoke_dag_runs_its_stages_in_containers_with_the_cards_mapped(engine: E
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     env = {**airflow_env, "NPUFLOW_RECIPES_DIR": str(recipes), "DOCKER_HOST": engine.host}
     stages = ["prepare_dataset", "validate_dataset", "train", "export", "benchmark_fp32", "report", "gate_fp32"]
-    conf = {"profile": "smoke", **DOCKER, "stages": stages}
+    conf = {"profile": "smoke", **DOCKER, "stages": stages, "epochs": 2}  # containers, not learning: 2 epochs
     dags = subprocess.Popen([str(VENV_BIN / "airflow"), "dags", "test", PPYOLOE, "-c", json.dumps(conf)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     output: list[str] = []
