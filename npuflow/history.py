@@ -103,7 +103,18 @@ def tipc_record(report: dict[str, Any], plan: dict[str, Any]) -> dict[str, Any] 
         "ips": round(scale["images_per_s"], 4), "speed_unit": "samples/s", "convergence_key": key,
         "convergence_value": evals.get(key) if key else None,
         "run_id": report.get("run_id"), "profile": report.get("profile"), "generated_at": report.get("generated_at"),
+        "provenance": provenance(report),
     }
+
+
+def provenance(report: dict[str, Any]) -> dict[str, Any]:
+    """What produced the run's models, flat: for the TIPC record, and to compare two runs' inputs."""
+    prov = report.get("provenance") or {}
+    tk = prov.get("toolkit") or {}
+    datasets = [(r or {}).get("content", {}).get("digest") for r in (report.get("dataset") or {}).values()]
+    return {"recipe_digest": prov.get("recipe_digest"), "npuflow_version": prov.get("npuflow_version"),
+            "toolkit": f"{tk['name']}@{tk['ref']}" if tk else None, "toolkit_commit": tk.get("commit") or tk.get("pinned_commit"),
+            "toolkit_local_changes": tk.get("local_changes"), "dataset_digest": next((d for d in datasets if d), None)}
 
 
 def append_record(path: Path, record: dict[str, Any]) -> bool:

@@ -20,7 +20,7 @@ from npuflow import gates, history
 from npuflow.kinds import registry
 from npuflow.kinds.base import ModelResult
 from npuflow.plots import make_plots
-from npuflow.report_html import render_html
+from npuflow.report_html import provenance_rows, render_html
 from npuflow.rundir import RESULT_FILE, write_json
 
 #: One JSON line per run (Paddle TIPC's benchmark fields), in the runs root: plot a model's nights without Airflow.
@@ -115,6 +115,8 @@ def build_report(run_dir: Path, recipe: dict[str, Any]) -> dict[str, Any]:
     return {
         "dag_id": recipe["dag_id"], "title": recipe["title"], "run_dir": str(run_dir),
         "run_id": plan.get("run_id"), "profile": plan.get("profile"), "device": plan.get("device"),
+        "recipe_digest": (plan.get("pinned") or {}).get("recipe_digest"),
+        "provenance": {k: (plan.get("pinned") or {}).get(k) for k in ("recipe_digest", "npuflow_version", "toolkit")},
         "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "stages": {n: {"kind": r.get("kind"), "ok": r.get("ok"), "seconds": r.get("seconds"),
                        "summary": r.get("summary", "")} for n, r in stages.items()},
@@ -147,12 +149,15 @@ def _signed(value: float | None, suffix: str = "") -> str:
 
 def render_markdown(report: dict[str, Any]) -> str:
     lines = [f"# {report['title']}", "",
-             f"Run `{report['run_id']}`, profile `{report['profile']}`, device {report['device']}", "",
+             f"Run `{report['run_id']}`, profile `{report['profile']}`, device {report['device']}",
+             f"recipe `{report.get('recipe_digest') or 'not pinned'}`", "",
              "| stage | ok | seconds | summary |", "| --- | --- | --- | --- |"]
     for name, st in report["stages"].items():
         lines.append(f"| {name} | {_fmt(st['ok'])} | {_fmt(st['seconds'])} | {st['summary']} |")
     for name in report["not_run"]:
         lines.append(f"| {name} | not run | - | |")
+    lines += ["", "## Provenance", "", "| what | value |", "| --- | --- |"]
+    lines += [f"| {what} | {value} |" for what, value in provenance_rows(report)]
     rows = report["model_comparison"]
     if rows:
         score = "mIoU" if rows[0]["metric"] == "miou" else "mAP"
@@ -219,12 +224,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--run-dir", type=Path, required=True)
     p.add_argument("--recipe", type=Path, required=True)
     args = p.parse_args(argv)
-    recipe = yaml.safe_load(args.recipe.read_text())
+    plan = json.loads((args.run_dir / "plan.json").read_text()) if (args.run_dir / "plan.json").is_file() else {}
+    # The recipe the run pinned when it started (its gates and published numbers), not the file as edited since.
+    recipe = (plan.get("pinned") or {}).get("recipe") or yaml.safe_load(args.recipe.read_text())
     report = build_report(args.run_dir, recipe)
     write_json(args.run_dir / "report.json", report)
     (args.run_dir / "report.md").write_text(render_markdown(report))
     (args.run_dir / "report.html").write_text(render_html(report, args.run_dir))
-    plan = json.loads((args.run_dir / "plan.json").read_text()) if (args.run_dir / "plan.json").is_file() else {}
     record = history.tipc_record(report, plan)
     records = args.run_dir.parent.parent / TIPC_FILE  # per deployment: beside the DAGs' run folders
     if record and history.append_record(records, record):

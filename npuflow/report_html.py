@@ -17,6 +17,26 @@ img{max-width:100%;border:1px solid #ddd;margin:.3em 0}
 """
 
 
+def provenance_rows(report: dict[str, Any]) -> list[list[str]]:
+    """What produced this run's models, as (what, value) rows for the Markdown and HTML reports."""
+    prov = report.get("provenance") or {}
+    rows = [["recipe", prov.get("recipe_digest") or "not pinned (a run before plans were pinned)"],
+            ["npuflow", prov.get("npuflow_version") or "-"]]
+    for name, result in (report.get("dataset") or {}).items():
+        content = (result or {}).get("content") or {}
+        if content:
+            rows.append([f"dataset ({name})", f"{content['digest']} ({content['files']} files; {content['hashed']} "
+                                               f"read for this digest, {content['reused']} unchanged)"])
+    tk = prov.get("toolkit")
+    if tk:
+        if tk.get("checkout") == "git":
+            where = f"git commit {tk['commit']}" + (", with local changes" if tk.get("local_changes") else "")
+        else:
+            where = tk.get("checkout", "-")
+        rows.append([f"toolkit {tk['name']}@{tk['ref']}", f"pinned commit {tk.get('pinned_commit')}; {tk['path']}: {where}"])
+    return rows
+
+
 def _fmt(value: Any) -> str:
     if value is None:
         return "-"
@@ -41,6 +61,7 @@ def render_html(report: dict[str, Any], run_dir: Path) -> str:
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{e(report['title'])}</title>"
              f"<style>{_STYLE}</style></head><body><h1>{e(report['title'])}</h1>",
              f"<p>Run <code>{e(str(report['run_id']))}</code>, profile <code>{e(str(report['profile']))}</code>, "
+             f"recipe <code>{e(str(report.get('recipe_digest') or 'not pinned'))}</code>, "
              f"generated {e(str(report['generated_at']))}</p>"]
     if gates:
         cls, text = ("bad", f"{len(missed)} of {len(gates)} gate(s) missed") if missed else \
@@ -53,6 +74,7 @@ def render_html(report: dict[str, Any], run_dir: Path) -> str:
                                f"<span class='miss'>MISSED by {e(_fmt(g['missed_by']))}</span>")] for g in gates]))
     parts.append("<h2>Stages</h2>" + _table(["stage", "ok", "seconds", "summary"],
                                             [[n, s["ok"], s["seconds"], s["summary"]] for n, s in report["stages"].items()]))
+    parts.append("<h2>Provenance</h2>" + _table(["what", "value"], provenance_rows(report)))
     rows = report.get("model_comparison", [])
     if rows:
         parts.append("<h2>Models</h2>" + _table(

@@ -1,8 +1,9 @@
 """The Airflow operator: one thin class over :func:`npuflow.execute.execute_stage`, for every stage kind.
 
-Each task rebuilds the run's plan from the recipe, the DAG run's params and its run id (the plan is
-deterministic, so every task sees the same commands ``npuflow plan`` prints), runs its stage, and pushes a small
-summary to XCom. What differs between kinds (credentials, cards, extra XCom) is asked of the stage's kind in
+The run's first task resolves the plan from the recipe, the DAG run's params and its run id (the commands
+``npuflow plan`` prints) and pins it in the run folder; every task of the run, on any host and try, runs that
+pinned plan (``npuflow.pinned``), so a recipe edited meanwhile applies to the next run. Each runs its stage and
+pushes a small summary to XCom. What differs between kinds (credentials, cards, extra XCom) is asked of the stage's kind in
 ``npuflow.kinds``; everything else lives in plain modules that know nothing of Airflow.
 """
 
@@ -10,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import cached_property
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
@@ -21,9 +21,10 @@ from npuflow.errors import StageRefused
 from npuflow.execute import execute_stage
 from npuflow.fleet import HOSTS_ENV, HOSTS_KEY
 from npuflow.kinds import kind
+from npuflow.pinned import check_stage, pinned_plan
 from npuflow.plan import Plan, PlanError, build_plan, check_params, device_claim_error
 from npuflow.recipe import Recipe, load_recipe
-from npuflow.rundir import write_json
+from npuflow.rundir import run_dir_for
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -66,20 +67,25 @@ class RecipeStageOperator(BaseOperator):
     def kind(self) -> StageKind:
         return kind(self.stage_kind)
 
-    def plan_for(self, context: Context) -> Plan:
+    def plan_for(self, context: Context) -> tuple[Plan, dict[str, Any]]:
+        """This task's node's plan as the run pinned it (pinning it if this is the run's first task)."""
         conf = context["dag_run"].conf or {}
         check_params(dict(conf))  # Airflow accepts unknown conf keys silently; a typo must not be ignored
         params = {k: context["params"][k] for k in context["params"]}
+        nnodes = params.get("nnodes") or 1
         if self.node_rank is not None:
-            params["node_rank"] = self.node_rank
-            nnodes = params.get("nnodes") or 1
             hosts = (self.executor_config or {}).get(HOSTS_KEY, [])
             if self.node_rank >= nnodes:
                 raise AirflowSkipException(f"node {self.node_rank} is not used by this run (nnodes={nnodes})")
             if nnodes > len(hosts):
                 raise StageRefused(f"stage {self.stage}: nnodes={nnodes}, but this deployment has {len(hosts)} "
                                    f"host(s) ({HOSTS_ENV}={','.join(hosts)}): one train task runs per host")
-        return build_plan(self.recipe, params, run_id=context["run_id"])
+
+        def build(node: int) -> Plan:
+            return build_plan(self.recipe, {**params, "node_rank": node} if node else params, run_id=context["run_id"])
+
+        return pinned_plan(run_dir_for(self.recipe_id, context["run_id"]), self.node_rank or 0, build,
+                           recipe=self.recipe, params=params, nnodes=nnodes, log=self.log.info)
 
     def execute(self, context: Context) -> dict[str, Any]:
         try:
@@ -88,23 +94,24 @@ class RecipeStageOperator(BaseOperator):
             raise AirflowFailException(str(exc)) from exc
 
     def _execute(self, context: Context) -> dict[str, Any]:
-        plan = self.plan_for(context)
-        stage = plan.stage(self.stage)
+        plan, pin = self.plan_for(context)
+        stage = check_stage(plan, pin, self.stage, set(self.upstream_task_ids))
         if not stage.enabled:
             raise AirflowSkipException(f"stage {self.stage} not selected by the 'stages' parameter")
-        write_json(Path(plan.run_dir) / "plan.json", plan.to_dict())
         if self.kind.holds_cards:
             problem = device_claim_error(plan.device, self.pool, self.pool_slots)
             if problem:
                 raise StageRefused(f"stage {self.stage}: {problem}")
-        result = execute_stage(plan, stage, log=self.log.info, log_format=self.recipe.log_format,
+        result = execute_stage(plan, stage, log=self.log.info, log_format=pin["log_format"],
                                on_start=self._started, secret_env=self.secret_env(plan),
                                attempt=context["ti"].try_number, resume=context["params"].get("resume"))
         self.log.info("stage results in %s", stage.stage_dir)
         for asset in self.outlets:  # what a deployment DAG scheduled on the asset needs to find the model
             context["outlet_events"][asset].extra = {
                 "dag_id": plan.dag_id, "run_id": plan.run_id, "profile": plan.profile, "run_dir": plan.run_dir,
-                "outputs": result.get("announced", {})}
+                "outputs": result.get("announced", {}),
+                "provenance": {"recipe_digest": pin["recipe_digest"], "npuflow_version": pin["npuflow_version"],
+                               "toolkit": pin.get("toolkit")}}
         for key, value in result.get("xcom", {}).items():
             context["ti"].xcom_push(key=key, value=value)
         return {k: result[k] for k in ("ok", "summary", "outputs", "seconds", "metrics") if k in result}

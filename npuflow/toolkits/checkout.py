@@ -68,3 +68,29 @@ def sync(tk: Toolkit, ref: str, *, clone: bool = True) -> Synced:
         raise RuntimeError(f"{tk.name}@{ref}: cloning {tk.repository} at {commit} failed: {exc}") from None
     tmp.rename(dest)
     return Synced(tk.name, ref, commit, dest, f"clone {tk.repository}")
+
+
+def describe(name: str, ref: str, path: str) -> dict[str, object]:
+    """What a run's toolkit checkout is, for its provenance: the pinned commit of the ref, and of ``path`` the
+    commit checked out and whether it has local changes (a git checkout), or only that it is a plain tree (the
+    tutorials' copies in shared/upstream are not git repositories), or that this host does not have it (a
+    production path inside the stage image)."""
+    from npuflow.toolkits import toolkit
+
+    out: dict[str, object] = {"name": name, "ref": ref, "path": path}
+    try:
+        out["pinned_commit"] = toolkit(name).commit(ref)
+    except (KeyError, ValueError):
+        out["pinned_commit"] = None
+    where = Path(path)
+    if not where.is_dir():
+        return {**out, "checkout": "not on this host"}
+    git = ["git", "-C", str(where)]
+    top = subprocess.run([*git, "rev-parse", "--show-toplevel"], capture_output=True, text=True)
+    if top.returncode != 0 or Path(top.stdout.strip()).resolve() != where.resolve():  # not its own repository
+        return {**out, "checkout": f"a tree, not a git checkout ({where.resolve()})"}
+    head = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True)
+    changes = subprocess.run([*git, "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True)
+    commit = head.stdout.strip()
+    return {**out, "checkout": "git", "commit": commit, "local_changes": bool(changes.stdout.strip()),
+            "at_pinned_commit": commit == out["pinned_commit"]}
