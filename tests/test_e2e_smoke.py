@@ -81,6 +81,16 @@ def test_smoke_dag_runs_end_to_end(airflow_env: dict, dag_id: str) -> None:
 
     if recipe.toolkit is not None:
         _check_toolkit_code(run, dag_id)
+    # Provenance: the pinned recipe, the toolkit's commit and the dataset's content digest, in the report too.
+    prov = report["provenance"]
+    assert prov["recipe_digest"].startswith("sha256:") and prov["npuflow_version"]
+    if recipe.toolkit is not None:
+        assert prov["toolkit"]["pinned_commit"] == recipe.toolkit.commit(recipe.toolkit_ref)
+        assert prov["toolkit"]["ref"] == recipe.toolkit_ref
+    content = next(iter(report["dataset"].values()))["content"]
+    assert content["digest"].startswith("sha256:") and content["files"] > 0
+    markdown = (run / "report.md").read_text()
+    assert "## Provenance" in markdown and content["digest"] in markdown and prov["recipe_digest"] in markdown
 
     if "onnx_export" in kinds.values():
         _check_onnx(report["models"]["export"], quantized=False)

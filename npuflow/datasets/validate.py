@@ -17,6 +17,7 @@ from typing import Any
 
 from npuflow.datasets.cityscapes import validate_cityscapes
 from npuflow.datasets.coco import validate_coco
+from npuflow.datasets.digest import dataset_digest
 from npuflow.datasets.findings import Findings
 from npuflow.datasets.yolo import validate_yolo
 from npuflow.errors import refuse
@@ -52,6 +53,11 @@ def run(args: argparse.Namespace) -> int:
     found = validate(args.format, args.root, splits, args.expect)
     report = {**found.to_dict(), "format": args.format, "root": str(args.root), "splits": splits,
               "expect": args.expect, "seconds": round(time.time() - started, 3)}
+    if found.ok:  # provenance: what the models are trained on, re-reading only files that changed
+        content = dataset_digest(args.root)
+        report["content"] = content.to_dict()
+        print(f"content {content.digest} ({content.files} files, {content.hashed} read, "
+              f"{content.files - content.hashed} unchanged since the last digest)")
     if args.report:
         args.report.parent.mkdir(parents=True, exist_ok=True)
         args.report.write_text(json.dumps(report, indent=2) + "\n")

@@ -53,6 +53,7 @@ class ValidationResult(Result):
     counts: dict[str, Any]
     warnings: int = 0
     problems: str = ""
+    content: dict[str, Any] = field(default_factory=dict)  # digest of the files, and how many were read for it
 
 
 @dataclass

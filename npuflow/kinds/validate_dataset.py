@@ -38,7 +38,8 @@ class ValidateDataset(StageKind):
         report = read_json(run.stage_dir / "validation.json", f"stage {run.stage.name}")
         problems = "; ".join(f"{kind} x{e['count']} (e.g. {e['examples'][0]})" for kind, e in report["errors"].items())
         return ValidationResult(ok=bool(report["ok"]), counts=report["counts"], problems=problems,
-                                warnings=sum(v["count"] for v in report["warnings"].values()))
+                                warnings=sum(v["count"] for v in report["warnings"].values()),
+                                content=report.get("content", {}))
 
     def collect_failure(self, run: RunContext, exit_code: int) -> None:
         if (run.stage_dir / "validation.json").is_file():  # the problems it found, not just its exit code
