@@ -77,11 +77,16 @@ def test_scaling_efficiency_uses_a_one_card_run_else_the_published_one_card_figu
 def test_a_tipc_record_is_appended_once_per_run(tmp_path: Path) -> None:
     report = {"dag_id": YOLOR, "run_id": "r1", "profile": "smoke", "generated_at": "t",
               "scaling": {"cards": 2, "images_per_s": 100.0, "images_per_s_per_card": 50.0},
-              "train": {"train": {"metrics": {"eval": {"bbox_map": 0.1}}}}}
+              "train": {"train": {"metrics": {"eval": {"bbox_map": 0.1}}}},
+              "provenance": {"recipe_digest": "sha256:r", "npuflow_version": "0.1", "toolkit": None},
+              "dataset": {"validate_dataset": {"content": {"digest": "sha256:d"}}}}
     record = history.tipc_record(report, {"device": {"nnodes": 1, "count": 2}, "variables": {"batch_per_card": "4"}})
     assert record == {"model_name": YOLOR, "batch_size": "4", "fp_item": "fp32", "run_mode": "DP", "device_num": "N1C2",
                       "ips": 100.0, "speed_unit": "samples/s", "convergence_key": "bbox_map", "convergence_value": 0.1,
-                      "run_id": "r1", "profile": "smoke", "generated_at": "t"}
+                      "run_id": "r1", "profile": "smoke", "generated_at": "t",
+                      "provenance": {"recipe_digest": "sha256:r", "npuflow_version": "0.1", "toolkit": None,
+                                     "toolkit_commit": None, "toolkit_local_changes": None,
+                                     "dataset_digest": "sha256:d"}}
     path = tmp_path / "tipc_records.jsonl"
     assert history.append_record(path, record) and not history.append_record(path, record)
     assert [json.loads(line)["run_id"] for line in path.read_text().splitlines()] == ["r1"]
