@@ -20,6 +20,7 @@ from typing import Any, NoReturn
 from npuflow.errors import EXIT_NOT_RETRYABLE, StageError, StageFailed, StageRefused, cause_line
 from npuflow.failures import find_failing_rank
 from npuflow.fleet import failed_siblings, mark_failed
+from npuflow.imports import probe
 from npuflow.kinds import registry
 from npuflow.kinds.base import RunContext, StageKind, Upstream
 from npuflow.logparse import PARSERS, MetricsSummary, parser_for
@@ -428,6 +429,8 @@ def _execute_stage(plan: Plan, stage: StageCommand, *, log: Log, log_format: str
     outputs = _existing(stage)
     missing = _missing(stage, outputs)
     result["outputs"] = outputs
+    if stage.container is None:  # provenance: the versions this stage's Python resolves (a container: its image)
+        result["environment"] = probe(argv, stage.env, stage.cwd)
     if missing and run.hosts_rank0:
         _fail(stage_dir, result, StageRefused(
             f"stage {stage.name}: command succeeded but left no {', '.join(missing)}", log_tail=tail))

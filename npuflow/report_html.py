@@ -34,6 +34,12 @@ def provenance_rows(report: dict[str, Any]) -> list[list[str]]:
         else:
             where = tk.get("checkout", "-")
         rows.append([f"toolkit {tk['name']}@{tk['ref']}", f"pinned commit {tk.get('pinned_commit')}; {tk['path']}: {where}"])
+    seen: dict[str, list[str]] = {}  # one row per distinct environment, naming the stages that ran in it
+    for stage, env in (prov.get("environments") or {}).items():
+        parts = [f"Python {env['python']}"] + [f"{d} {v}" for d, v in sorted(env.get("distributions", {}).items())]
+        parts += [f"{p} from {origin}" for p, origin in sorted(env.get("packages", {}).items())]
+        seen.setdefault(", ".join(parts), []).append(stage)
+    rows += [[f"imported by {', '.join(stages)}", what] for what, stages in seen.items()]
     return rows
 
 

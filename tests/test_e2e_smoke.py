@@ -89,6 +89,11 @@ def test_smoke_dag_runs_end_to_end(airflow_env: dict, dag_id: str) -> None:
         assert prov["toolkit"]["ref"] == recipe.toolkit_ref
     content = next(iter(report["dataset"].values()))["content"]
     assert content["digest"].startswith("sha256:") and content["files"] > 0
+    train_env = prov["environments"]["train"]  # what the training's own Python resolved, with its environment
+    if recipe.log_format == "ppdet":
+        checkout = checkout_dir(recipe.toolkit.name, recipe.toolkit_ref).resolve()
+        assert Path(train_env["packages"]["ppdet"]).resolve().is_relative_to(checkout), train_env
+        assert train_env["distributions"]["paddlepaddle"]
     markdown = (run / "report.md").read_text()
     assert "## Provenance" in markdown and content["digest"] in markdown and prov["recipe_digest"] in markdown
 

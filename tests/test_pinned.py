@@ -108,3 +108,19 @@ def test_a_recipe_edited_while_the_run_trains_applies_to_the_next_run(airflow_en
     assert argv[argv.index("--opset") + 1] == "16"
     pins = [json.loads((d / "plan.json").read_text())["pinned"]["recipe_digest"] for d in (first, later)]
     assert pins[0] != pins[1]
+
+
+def test_the_probe_reports_what_the_stage_interpreter_resolves_with_the_stages_environment(tmp_path: Path) -> None:
+    import platform
+    import sys
+
+    from npuflow.imports import probe
+    from npuflow.toolkits.checkout import checkout_dir
+
+    checkout = checkout_dir("PaddleDetection", "release_2_7_npu")
+    env = probe([sys.executable, "tools/train.py", "-c", "x.yml"], {"PYTHONPATH": str(checkout)}, str(tmp_path))
+    assert env is not None and env["python"] == platform.python_version()
+    assert env["distributions"]["paddlepaddle"].startswith("2.6") and "numpy" in env["distributions"]
+    assert Path(env["packages"]["ppdet"]).resolve().is_relative_to(checkout.resolve())
+    assert "ppdet" not in probe([sys.executable, "-c", "pass"], {}, str(tmp_path))["packages"]  # not on its path
+    assert probe(["/bin/echo", "hi"], {}, str(tmp_path)) is None  # not a Python: nothing to say
