@@ -188,18 +188,16 @@ def test_yolo_empty_label_file_is_only_a_warning(clean_sets: dict[str, Path], tm
     assert "image_without_labels" in found.warnings
 
 
-def test_a_second_validation_of_the_same_dataset_reuses_its_digest_without_reading_the_images(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_second_validation_of_the_same_dataset_reuses_its_digest_without_reading_the_images(tmp_path: Path) -> None:
     from npuflow.datasets.synth import make_coco
     from npuflow.datasets.validate import main as validate_main
 
-    monkeypatch.setenv("NPUFLOW_RUNS_DIR", str(tmp_path / "runs"))  # where the digest cache lives
     root = tmp_path / "coco"
     make_coco(root, {"train2017": 6, "val2017": 3}, (96, 64), seed=3)
 
     def content(n: int) -> dict:
         out = tmp_path / f"report{n}.json"
-        assert validate_main(["coco", str(root), "--report", str(out)]) == 0
+        assert validate_main(["coco", str(root), "--report", str(out), "--digest-cache", str(tmp_path / "c")]) == 0
         return json.loads(out.read_text())["content"]
 
     first, second = content(1), content(2)

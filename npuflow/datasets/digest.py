@@ -1,9 +1,10 @@
 """A content digest of a dataset that reads each file once, not once per run.
 
 Provenance wants "which data trained this model" as a digest of the files' contents, but COCO's 123,000 images
-(19 GB) are not worth re-reading every night. Each file's SHA-256 is kept in a cache (one JSON per dataset root,
-under the runs root) keyed by its path, size and modification time; a file whose three are unchanged is not
-read again. The digest covers every regular file under the root but hidden ones (partial downloads, caches).
+(19 GB) are not worth re-reading every night. Each file's SHA-256 is kept in a cache (one JSON per dataset root;
+the validate stage keeps them under the runs root) keyed by its path, size and modification time; a file whose
+three are unchanged is not read again. The digest covers every regular file under the root but hidden ones
+(partial downloads, caches).
 """
 
 from __future__ import annotations
@@ -11,12 +12,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from npuflow.rundir import runs_root, write_json
-
 CHUNK = 1 << 20
+#: Where the validate program keeps the caches when it is not told (the stage passes <runs root>/.cache/...).
+DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "npuflow" / "dataset-digest"
 
 
 @dataclass
@@ -31,9 +33,19 @@ class Digest:
                 "bytes_hashed": self.bytes_hashed}
 
 
-def cache_path(root: Path) -> Path:
+def cache_path(root: Path, cache_dir: Path = DEFAULT_CACHE) -> Path:
+    """One cache per dataset folder (by its resolved path)."""
     key = hashlib.sha1(str(root.resolve()).encode()).hexdigest()[:16]
-    return runs_root() / ".cache" / "dataset-digest" / f"{key}.json"
+    return cache_dir / f"{key}.json"
+
+
+def _write_json(path: Path, data: object) -> None:
+    # The validate program runs on a bare Python 3.9 (the stage images'): no npuflow.rundir (it imports yaml).
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as fh:
+        json.dump(data, fh)
+    os.replace(tmp, path)
 
 
 def _files(root: Path) -> list[tuple[str, os.stat_result]]:
@@ -57,9 +69,9 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def dataset_digest(root: Path, cache: Path | None = None) -> Digest:
+def dataset_digest(root: Path, cache_dir: Path = DEFAULT_CACHE) -> Digest:
     """The digest of ``root``'s files, reading only those the cache does not know at their size and mtime."""
-    cache = cache or cache_path(root)
+    cache = cache_path(root, cache_dir)
     try:
         known = json.loads(cache.read_text())
     except (OSError, ValueError):
@@ -76,5 +88,8 @@ def dataset_digest(root: Path, cache: Path | None = None) -> Digest:
         entries[rel] = [*key, sha]
         whole.update(f"{rel}\0{sha}\n".encode())
     if hashed or entries.keys() != known.keys():
-        write_json(cache, entries)
+        try:
+            _write_json(cache, entries)
+        except OSError:  # a cache folder this process may not write (a container's view): the next run re-reads
+            pass
     return Digest("sha256:" + whole.hexdigest(), len(entries), hashed, nbytes)

@@ -17,7 +17,7 @@ from typing import Any
 
 from npuflow.datasets.cityscapes import validate_cityscapes
 from npuflow.datasets.coco import validate_coco
-from npuflow.datasets.digest import dataset_digest
+from npuflow.datasets.digest import DEFAULT_CACHE, dataset_digest
 from npuflow.datasets.findings import Findings
 from npuflow.datasets.yolo import validate_yolo
 from npuflow.errors import refuse
@@ -44,6 +44,8 @@ def build_parser(p: argparse.ArgumentParser | None = None) -> argparse.ArgumentP
     p.add_argument("--expect", type=json.loads, default={},
                    help='counts to hold the set to, as JSON: {"images": {"val2017": 5000}, "categories": 80}')
     p.add_argument("--report", type=Path, help="write the JSON report here")
+    p.add_argument("--digest-cache", type=Path, default=DEFAULT_CACHE,
+                   help="folder of the per-dataset digest caches (default: %(default)s)")
     return p
 
 
@@ -54,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     report = {**found.to_dict(), "format": args.format, "root": str(args.root), "splits": splits,
               "expect": args.expect, "seconds": round(time.time() - started, 3)}
     if found.ok:  # provenance: what the models are trained on, re-reading only files that changed
-        content = dataset_digest(args.root)
+        content = dataset_digest(args.root, args.digest_cache)
         report["content"] = content.to_dict()
         print(f"content {content.digest} ({content.files} files, {content.hashed} read, "
               f"{content.files - content.hashed} unchanged since the last digest)")

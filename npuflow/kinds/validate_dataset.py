@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from npuflow.errors import StageRefused
@@ -31,7 +32,9 @@ class ValidateDataset(StageKind):
         splits = [a for split in ctx.plan.dataset["splits"] for a in ("--split", split)]
         return Command(
             argv=[ctx.var("interpreter"), "-m", "npuflow.datasets.validate", ctx.var("dataset_format"),
-                  ctx.var("dataset_dir"), *splits, "--expect", ctx.var("dataset_expect"), "--report", report],
+                  ctx.var("dataset_dir"), *splits, "--expect", ctx.var("dataset_expect"), "--report", report,
+                  # the content digest's cache, per deployment: an unchanged dataset is not re-read next night
+                  "--digest-cache", str(Path(ctx.plan.run_dir).parent.parent / ".cache" / "dataset-digest")],
             cwd=ctx.plan.run_dir, env={"PYTHONPATH": ctx.var("project_root")}, outputs={"report": [report]})
 
     def _read(self, run: RunContext) -> ValidationResult:
