@@ -9,6 +9,7 @@ three are unchanged is not read again. The digest covers every regular file unde
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -88,8 +89,6 @@ def dataset_digest(root: Path, cache_dir: Path = DEFAULT_CACHE) -> Digest:
         entries[rel] = [*key, sha]
         whole.update(f"{rel}\0{sha}\n".encode())
     if hashed or entries.keys() != known.keys():
-        try:
+        with contextlib.suppress(OSError):  # a cache folder it may not write (a container's view): re-read next time
             _write_json(cache, entries)
-        except OSError:  # a cache folder this process may not write (a container's view): the next run re-reads
-            pass
     return Digest("sha256:" + whole.hexdigest(), len(entries), hashed, nbytes)
