@@ -398,7 +398,6 @@ def _stage(plan: Plan, recipe: Recipe, name: str, kind: StageKind, raw: dict[str
     builtins = kind.builtin_values(ctx)
     vs = _Vars({**vs.raw, **{k: _Literal(v) for k, v in builtins.items()}}, where)
     env = {k: vs.render(v, f"env.{k}") for k, v in {**profile.get("env", {}), **spec.get("env", {})}.items()}
-    env = {k: v for k, v in env.items() if v != ""}  # a value a profile leaves empty: the variable is not set
     command = kind.command(ctx)
     if command is None:
         cwd = vs.render(spec["cwd"], "cwd")

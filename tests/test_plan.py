@@ -156,14 +156,3 @@ def test_every_variable_the_plan_defines_is_declared_in_the_schema(dag_id: str) 
         toolkit = set(recipe.toolkit.variables) if recipe.toolkit else set()  # npuflow/toolkits/: the layout
         own = set(recipe.data["vars"]) | set(spec.get("vars", {})) | set(_TEMPLATE_PARAMS) | toolkit
         assert set(plan.variables) - own <= BUILTIN_VARIABLES, set(plan.variables) - own - BUILTIN_VARIABLES
-
-
-@pytest.mark.parametrize("dag_id", [PPYOLOE, "picodet_s_416_coco_npu_qat"])
-def test_an_env_value_left_empty_is_not_set(dag_id: str) -> None:
-    """The smoke profile turns python -O on for ACT's graph passes; production leaves the variable unset."""
-    detection = load_recipe(dag_id)
-    smoke = build_plan(detection, {"profile": "smoke"}, run_id="t").stage("compress").env
-    production = build_plan(detection, {"profile": "production"}, run_id="t").stage("compress").env
-    assert smoke["PYTHONOPTIMIZE"] == "1"
-    assert "PYTHONOPTIMIZE" not in production
-    assert "PYTHONOPTIMIZE" not in build_plan(detection, {"profile": "smoke"}, run_id="t").stage("train").env
