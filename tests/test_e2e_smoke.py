@@ -24,7 +24,7 @@ SMOKE_DAGS = [d for d in list_recipes() if "smoke" in load_recipe(d).profiles]
 
 def _dags_test(env: dict, conf: dict, dag_id: str = DAG) -> subprocess.CompletedProcess:
     return subprocess.run([str(VENV_BIN / "airflow"), "dags", "test", dag_id, "-c", json.dumps(conf)], env=env,
-                          capture_output=True, text=True, timeout=900)
+                          capture_output=True, text=True, timeout=1800)  # a safety net: PP-YOLOE+ takes ~13 min
 
 
 def test_the_first_pipeline_has_a_smoke_profile() -> None:
