@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import fields
@@ -23,6 +22,7 @@ from typing import Any
 
 from npuflow.plan import Plan, PlanError, StageCommand
 from npuflow.recipe import Recipe
+from npuflow.rundir import write_json
 from npuflow.toolkits.checkout import describe
 
 PLAN_FILE = "plan.json"
@@ -113,12 +113,8 @@ def _read(path: Path) -> dict[str, Any] | None:
 
 def _link_once(path: Path, record: dict[str, Any]) -> bool:
     """Put ``record`` at ``path`` unless a pinned plan is already there; True when this call put it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    tmp = write_json(path.with_name(f".{path.name}.{os.getpid()}.{time.monotonic_ns()}"), record)
     try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(record, fh, indent=2, sort_keys=True, default=str)
-            fh.write("\n")
         if path.exists() and _read(path) is None:  # the unpinned record of an older npuflow
             os.replace(tmp, path)
             return True
@@ -128,4 +124,4 @@ def _link_once(path: Path, record: dict[str, Any]) -> bool:
             return False
         return True
     finally:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
