@@ -22,12 +22,13 @@ def model_asset(dag_id: str, name: str) -> Asset:
 
 
 def nightly(recipe: Recipe) -> CronTriggerTimetable | None:
-    """The recipe's cron. ``run_immediately=False`` and no start date: unpausing a DAG waits for the next night
-    instead of starting last night's (hours-long, all-cards) run at once."""
+    """The recipe's cron, and no start date: unpausing a DAG waits for the next night instead of starting last
+    night's (hours-long, all-cards) run at once. ``run_immediately=timedelta(0)``, not ``False``: Airflow reads
+    ``False`` like ``None`` (start last night's run when unpaused within a tenth of the period, 2.4 h)."""
     cron = recipe.data["schedule"]
     if cron is None:
         return None
-    return CronTriggerTimetable(cron, timezone=recipe.data.get("timezone", "UTC"), run_immediately=False)
+    return CronTriggerTimetable(cron, timezone=recipe.data.get("timezone", "UTC"), run_immediately=timedelta(0))
 
 
 def dag_params(recipe: Recipe) -> dict[str, Param]:

@@ -13,6 +13,7 @@ from tests.test_recipes import EXPECTED_DAGS
 # Runs in a fresh interpreter so that sys.modules shows exactly what parsing the DAG files imported.
 PROBE = """
 import json, sys
+from datetime import timedelta
 from airflow.dag_processing.dagbag import DagBag
 bag = DagBag(dag_folder=sys.argv[1])
 out = {"errors": {k: str(v) for k, v in bag.import_errors.items()},
@@ -22,7 +23,7 @@ for dag_id, dag in bag.dags.items():
     out["dags"][dag_id] = {
         "schedule": str(dag.schedule), "catchup": dag.catchup, "max_active_runs": dag.max_active_runs,
         "timetable": {"type": type(dag.timetable).__name__, "cron": getattr(dag.timetable, "expression", None),
-                      "run_immediately": getattr(dag.timetable, "run_immediately", None)},
+                      },
         "start_date": str(dag.start_date) if dag.start_date else None,
         "outlets": {t.task_id: [a.uri for a in t.outlets] for t in dag.tasks if t.outlets},
         "tags": sorted(dag.tags), "doc": bool(dag.doc_md), "params": {k: {**dag.params.get_param(k).schema,
@@ -32,6 +33,19 @@ for dag_id, dag in bag.dags.items():
         "tasks": [(t.task_id, type(t).__name__, t.pool, t.pool_slots, t.trigger_rule) for t in dag.topological_sort()],
         "upstream": {t.task_id: sorted(t.upstream_task_ids) for t in dag.tasks},
     }
+# What the scheduler does on unpause: its own (decoded) timetable, no run yet, catchup off, half an hour after
+# last night's cron time. Seconds from that cron time to the first run it creates: 0 would start last night's now.
+import airflow.timetables.trigger as trigger
+from airflow.serialization.decoders import decode_timetable
+from airflow.serialization.encoders import encode_timetable
+from airflow.timetables.base import TimeRestriction
+real_now = trigger.utcnow
+for dag_id, dag in bag.dags.items():
+    tt = decode_timetable(encode_timetable(dag.timetable))
+    fired = tt._align_to_prev(real_now())
+    trigger.utcnow = lambda fired=fired: fired + timedelta(minutes=30)
+    info = tt.next_dagrun_info(last_automated_data_interval=None, restriction=TimeRestriction(None, None, False))
+    out["dags"][dag_id]["first_run_after_unpause"] = (info.run_after - fired).total_seconds()
 print(json.dumps(out))
 """
 
@@ -75,12 +89,13 @@ def test_dag_shape(loaded: dict, dag_id: str) -> None:
 
 @pytest.mark.parametrize("dag_id", sorted(EXPECTED_DAGS))
 def test_nightly_schedule_waits_for_the_next_night(loaded: dict, dag_id: str) -> None:
-    """Unpausing must not start last night's run at once: no start date, run_immediately off, recipe's cron."""
+    """Unpausing half an hour after the nightly time must not start last night's (all-cards) run at once:
+    Airflow's ``run_immediately=False`` does (it means "within 10% of the period"), ``timedelta(0)`` does not."""
     from npuflow.recipe import load_recipe
 
     dag = loaded["dags"][dag_id]
-    assert dag["timetable"] == {"type": "CronTriggerTimetable", "cron": load_recipe(dag_id).data["schedule"],
-                                "run_immediately": False}
+    assert dag["timetable"] == {"type": "CronTriggerTimetable", "cron": load_recipe(dag_id).data["schedule"]}
+    assert dag["first_run_after_unpause"] == 24 * 3600
     assert dag["start_date"] is None
 
 
