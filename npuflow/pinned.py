@@ -113,7 +113,8 @@ def _read(path: Path) -> dict[str, Any] | None:
 
 def _link_once(path: Path, record: dict[str, Any]) -> bool:
     """Put ``record`` at ``path`` unless a pinned plan is already there; True when this call put it."""
-    tmp = write_json(path.with_name(f".{path.name}.{os.getpid()}.{time.monotonic_ns()}"), record)
+    # Unsorted: the pinned recipe's stage order is what the report lists its stages (and those not run) in.
+    tmp = write_json(path.with_name(f".{path.name}.{os.getpid()}.{time.monotonic_ns()}"), record, sort_keys=False)
     try:
         if path.exists() and _read(path) is None:  # the unpinned record of an older npuflow
             os.replace(tmp, path)

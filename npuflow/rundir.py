@@ -27,13 +27,14 @@ def run_dir_for(dag_id: str, run_id: str, root: Path | None = None) -> Path:
     return (root or runs_root()) / dag_id / safe
 
 
-def write_json(path: Path, data: Any) -> Path:
-    """Write atomically: a reader never sees half a file, even if this process dies mid-write."""
+def write_json(path: Path, data: Any, *, sort_keys: bool = True) -> Path:
+    """Write atomically: a reader never sees half a file, even if this process dies mid-write.
+    ``sort_keys=False`` where a mapping's order is data (a recipe's stages are in the order the report lists)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=2, sort_keys=True, default=str)
+            json.dump(data, fh, indent=2, sort_keys=sort_keys, default=str)
             fh.write("\n")
         os.replace(tmp, path)
     except BaseException:

@@ -47,6 +47,7 @@ def test_later_tasks_run_the_pinned_plan_not_the_edited_recipe(tmp_path: Path) -
     again, pin2 = pinned_plan(run_dir, 0, _builder(edited, params, calls), recipe=edited, params=params, nnodes=1)
     assert calls == [0]  # nothing rebuilt from the edited recipe
     assert again == plan and pin2 == pin
+    assert list(pin2["recipe"]["stages"]) == list(original.stages)  # read back in the recipe's order, not sorted
     assert again.stage("export").argv[again.stage("export").argv.index("--opset") + 1] == "17"
     fresh = build_plan(edited, params, run_id="r2").stage("export").argv  # the next run takes the edit
     assert fresh[fresh.index("--opset") + 1] == "16"
