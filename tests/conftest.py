@@ -21,20 +21,26 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture
-def airflow_env(tmp_path: Path) -> dict[str, str]:
-    """An embedded Airflow (SQLite, LocalExecutor) in a temporary home, with a migrated database."""
+def embedded_airflow_env(home: Path, migrate: bool = True) -> dict[str, str]:
+    """The environment of an embedded Airflow (SQLite, LocalExecutor) in ``home``, its database migrated."""
     env = {
         **os.environ,
-        "AIRFLOW_HOME": str(tmp_path / "airflow"),
+        "AIRFLOW_HOME": str(home / "airflow"),
         "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-        "NPUFLOW_RUNS_DIR": str(tmp_path / "runs"),
+        "NPUFLOW_RUNS_DIR": str(home / "runs"),
         "PYTHONWARNINGS": "ignore",
     }
-    subprocess.run([str(VENV_BIN / "airflow"), "db", "migrate"], env=env, check=True, capture_output=True)
+    if migrate:
+        subprocess.run([str(VENV_BIN / "airflow"), "db", "migrate"], env=env, check=True, capture_output=True)
     return env
+
+
+@pytest.fixture
+def airflow_env(tmp_path: Path) -> dict[str, str]:
+    """An embedded Airflow (SQLite, LocalExecutor) in a temporary home, with a migrated database."""
+    return embedded_airflow_env(tmp_path)
 
 
 @pytest.fixture(scope="session")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import subprocess
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ import pytest
 from npuflow.kinds import kind
 from npuflow.recipe import list_recipes, load_recipe
 from npuflow.toolkits.checkout import checkout_dir
-from tests.conftest import VENV_BIN
+from tests.conftest import VENV_BIN, embedded_airflow_env
 from tests.test_toolkits import PROJECT_PROGRAMS
 
 DAG = "ppyoloe_plus_crn_l_80e_coco"
@@ -27,14 +28,40 @@ def _dags_test(env: dict, conf: dict, dag_id: str = DAG) -> subprocess.Completed
                           capture_output=True, text=True, timeout=1800)  # a safety net: PP-YOLOE+ takes ~13 min
 
 
+# Two smoke runs at a time, each in its own embedded Airflow: most of a PicoDet or PP-YOLOE+ run (~13 min each
+# alone on 2 cores) is ACT's QAT graph passes in one Python thread, so two runs overlap on CI's two cores.
+SMOKE_AT_ONCE = 2
+
+
+@pytest.fixture(scope="module")
+def smoke_runs(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    """The smoke run of every DAG this session selected, started when the first of their tests asks, the ACT
+    ones first (they are the longest); each test waits for its own run only."""
+    selected = [item.callspec.params["dag_id"] for item in request.session.items
+                if getattr(item, "originalname", None) == "test_smoke_dag_runs_end_to_end"]
+    selected.sort(key=lambda d: "compress" not in {s["kind"] for s in load_recipe(d).stages.values()})
+
+    def run(env: dict[str, str], dag_id: str) -> subprocess.CompletedProcess:
+        embedded_airflow_env(Path(env["AIRFLOW_HOME"]).parent)  # migrate in the worker, not while collecting
+        return _dags_test(env, {"profile": "smoke"}, dag_id)
+
+    runs: dict[str, tuple[dict[str, str], Future]] = {}
+    with ThreadPoolExecutor(max_workers=SMOKE_AT_ONCE) as pool:  # exits once every run has finished
+        for dag_id in selected:
+            env = embedded_airflow_env(tmp_path_factory.mktemp(dag_id), migrate=False)
+            runs[dag_id] = (env, pool.submit(run, env, dag_id))
+        yield runs
+
+
 def test_the_first_pipeline_has_a_smoke_profile() -> None:
     assert DAG in SMOKE_DAGS
 
 
 @pytest.mark.e2e
 @pytest.mark.parametrize("dag_id", SMOKE_DAGS)
-def test_smoke_dag_runs_end_to_end(airflow_env: dict, dag_id: str) -> None:
-    proc = _dags_test(airflow_env, {"profile": "smoke"}, dag_id)
+def test_smoke_dag_runs_end_to_end(smoke_runs: dict, dag_id: str) -> None:
+    airflow_env, future = smoke_runs[dag_id]
+    proc = future.result()
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     runs = list((Path(airflow_env["NPUFLOW_RUNS_DIR"]) / dag_id).iterdir())
     assert len(runs) == 1
