@@ -23,6 +23,8 @@ CHROMEDRIVER := /usr/bin/chromedriver
 DOCKERD := /usr/sbin/dockerd
 # The scale-out tests run the CeleryExecutor deployment on Debian's PostgreSQL and Redis (started by npuflow).
 REDIS := /usr/bin/redis-server
+# The report-route test makes a private network namespace (unshare, nsenter: util-linux; ip: iproute2).
+IPROUTE := /usr/sbin/ip
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_INSTALL = $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(1) \
   || { $(SUDO) apt-get update -q && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(1); }
@@ -52,13 +54,16 @@ servers: $(REDIS)
 $(REDIS):
 	$(call APT_INSTALL,postgresql redis-server)
 
+$(IPROUTE):
+	$(call APT_INSTALL,iproute2 util-linux)
+
 $(DOCKERD):
 	$(call APT_INSTALL,docker.io debootstrap)
 
 demo: $(STAMP) toolkits
 	$(VENV)/bin/npuflow demo ppyoloe_plus_crn_l_80e_coco --profile smoke
 
-test: $(STAMP) toolkits $(CHROMEDRIVER) $(DOCKERD) $(REDIS)
+test: $(STAMP) toolkits $(CHROMEDRIVER) $(DOCKERD) $(REDIS) $(IPROUTE)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/hadolint docker/*.Dockerfile
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)

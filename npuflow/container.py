@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from npuflow.recipe import PROJECT_ROOT
+from npuflow.rundir import write_json
 
 #: Label every stage container carries: the stage's job marker (``<dag>/<run>/<stage>/node<rank>``).
 JOB_LABEL = "npuflow.job"
@@ -156,6 +157,8 @@ def _stop(container: Any, grace_s: float) -> None:
 #: The container's command: the stage's argv with its stdout and stderr appended to stage.log (bind-mounted at
 #: its own path) by the container itself, as a host child writes it. Neither the engine's log driver nor an
 #: attached client sits between the toolkit and its log, so it never waits for them (bench/log_streaming.py).
+#: In the stage folder: the image the stage's container ran (name, content id, registry digests).
+IMAGE_RECORD = "container_image.json"
 #: A constant script: the log path and argv are its positional parameters, never part of the script.
 LOG_SCRIPT = 'exec "$@" >>"$0" 2>&1'
 
@@ -204,6 +207,7 @@ def supervise(spec: dict[str, Any]) -> int:
     if left:
         print(f"[npuflow] removed container(s) an earlier try left: {', '.join(left)}", file=sys.stderr, flush=True)
     container = _create(cli, spec)
+    _record_image(cli, container, spec)
     try:
         container.start()
         while not stop.is_set():
@@ -218,6 +222,25 @@ def supervise(spec: dict[str, Any]) -> int:
         return 128 + received[0]
     finally:
         _stop(container, 0.0)
+
+
+def _record_image(cli: Any, container: Any, spec: dict[str, Any]) -> None:
+    """The image this container really runs, by content (a tag can move between runs): for the provenance."""
+    image_id = container.attrs.get("Image")
+    try:
+        digests = cli.images.get(image_id).attrs.get("RepoDigests") or []
+    except Exception:  # the record is provenance only: never fail the stage for it
+        digests = []
+    write_json(Path(spec["home"]) / IMAGE_RECORD, {"image": spec["image"], "image_id": image_id,
+                                                   "repo_digests": digests})
+
+
+def image_record(stage_dir: str) -> dict[str, Any] | None:
+    """What ``_record_image`` wrote for the stage's container, or None (no container started)."""
+    try:
+        return json.loads((Path(stage_dir) / IMAGE_RECORD).read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def write_spec(path: Path, spec: dict[str, Any]) -> None:

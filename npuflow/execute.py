@@ -431,6 +431,10 @@ def _execute_stage(plan: Plan, stage: StageCommand, *, log: Log, log_format: str
     result["outputs"] = outputs
     if stage.container is None:  # provenance: the versions this stage's Python resolves (a container: its image)
         result["environment"] = probe(argv, stage.env, stage.cwd)
+    else:
+        from npuflow.container import image_record
+
+        result["environment"] = image_record(stage.stage_dir)
     if missing and run.hosts_rank0:
         _fail(stage_dir, result, StageRefused(
             f"stage {stage.name}: command succeeded but left no {', '.join(missing)}", log_tail=tail))

@@ -108,13 +108,44 @@ def tipc_record(report: dict[str, Any], plan: dict[str, Any]) -> dict[str, Any] 
 
 
 def provenance(report: dict[str, Any]) -> dict[str, Any]:
-    """What produced the run's models, flat: for the TIPC record, and to compare two runs' inputs."""
+    """What produced the run's models, flat: for the TIPC record, the asset events, and to compare two runs'
+    inputs. ``frameworks``: each distribution the stages' own Pythons imported, with the version(s) seen;
+    ``images``: the content id of each container stage's image."""
     prov = report.get("provenance") or {}
     tk = prov.get("toolkit") or {}
     datasets = [(r or {}).get("content", {}).get("digest") for r in (report.get("dataset") or {}).values()]
+    envs = {stage: env for stage, env in (prov.get("environments") or {}).items() if env}
+    seen: dict[str, set[str]] = {}
+    for env in envs.values():
+        for dist, version in (env.get("distributions") or {}).items():
+            seen.setdefault(dist, set()).add(str(version))
     return {"recipe_digest": prov.get("recipe_digest"), "npuflow_version": prov.get("npuflow_version"),
             "toolkit": f"{tk['name']}@{tk['ref']}" if tk else None, "toolkit_commit": tk.get("commit") or tk.get("pinned_commit"),
-            "toolkit_local_changes": tk.get("local_changes"), "dataset_digest": next((d for d in datasets if d), None)}
+            "toolkit_local_changes": tk.get("local_changes"), "dataset_digest": next((d for d in datasets if d), None),
+            "frameworks": {d: ", ".join(sorted(v)) for d, v in sorted(seen.items())},
+            "images": {stage: env["image_id"] for stage, env in sorted(envs.items()) if env.get("image_id")}}
+
+
+def run_provenance(run_dir: Path, pin: dict[str, Any]) -> dict[str, Any]:
+    """The run's flat provenance for an asset event: from its report (the gates that announce models run after
+    it, so the dataset digest and images are there), else the pinned plan's part of it."""
+    try:
+        return provenance(json.loads((run_dir / "report.json").read_text()))
+    except (OSError, ValueError):
+        return provenance({"provenance": {k: pin.get(k) for k in ("recipe_digest", "npuflow_version", "toolkit")}})
+
+
+def compare_inputs(report: dict[str, Any], previous: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """This run's provenance against the previous successful run's (the one its trends compare with): what
+    changed, as ``{field: [then, now]}``, and which earlier runs had exactly these inputs. A regression with no
+    changed input points at the hardware or chance; one with a changed input, at that input."""
+    if not previous:
+        return None
+    mine = provenance(report)
+    then = provenance(previous[0])
+    return {"previous_run": previous[0].get("run_id"),
+            "changed": {k: [then.get(k), v] for k, v in mine.items() if then.get(k) != v},
+            "same_inputs_runs": [p.get("run_id") for p in previous if provenance(p) == mine]}
 
 
 def append_record(path: Path, record: dict[str, Any]) -> bool:

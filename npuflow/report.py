@@ -112,7 +112,7 @@ def build_report(run_dir: Path, recipe: dict[str, Any]) -> dict[str, Any]:
     own = [n for n, s in recipe["stages"].items() if s["kind"] in ("report", "gate")]  # they run after it
     previous = history.previous_runs(run_dir, plan.get("profile"))
     train = _of_kind(stages, "train")
-    return {
+    report: dict[str, Any] = {
         "dag_id": recipe["dag_id"], "title": recipe["title"], "run_dir": str(run_dir),
         "run_id": plan.get("run_id"), "profile": plan.get("profile"), "device": plan.get("device"),
         "recipe_digest": (plan.get("pinned") or {}).get("recipe_digest"),
@@ -136,6 +136,8 @@ def build_report(run_dir: Path, recipe: dict[str, Any]) -> dict[str, Any]:
                                    recipe.get("published", {}), plan.get("profile"), previous),
         "plots": make_plots(run_dir, stages),
     }
+    report["inputs"] = history.compare_inputs(report, previous)
+    return report
 
 
 def _fmt(value: Any) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import html
+import json
 from pathlib import Path
 from typing import Any
 
@@ -34,13 +35,29 @@ def provenance_rows(report: dict[str, Any]) -> list[list[str]]:
         else:
             where = tk.get("checkout", "-")
         rows.append([f"toolkit {tk['name']}@{tk['ref']}", f"pinned commit {tk.get('pinned_commit')}; {tk['path']}: {where}"])
-    seen: dict[str, list[str]] = {}  # one row per distinct environment, naming the stages that ran in it
+    seen: dict[tuple[str, str], list[str]] = {}  # one row per distinct environment, naming its stages
     for stage, env in (prov.get("environments") or {}).items():
+        if env.get("image_id"):  # a container stage: the image it ran, by content
+            what = ", ".join([f"{env['image']} = {env['image_id']}", *env.get("repo_digests", [])])
+            seen.setdefault(("ran in image", what), []).append(stage)
+            continue
         parts = [f"Python {env['python']}"] + [f"{d} {v}" for d, v in sorted(env.get("distributions", {}).items())]
         parts += [f"{p} from {origin}" for p, origin in sorted(env.get("packages", {}).items())]
-        seen.setdefault(", ".join(parts), []).append(stage)
-    rows += [[f"imported by {', '.join(stages)}", what] for what, stages in seen.items()]
+        seen.setdefault(("imported by", ", ".join(parts)), []).append(stage)
+    rows += [[f"{how} {', '.join(stages)}", what] for (how, what), stages in seen.items()]
+    inputs = report.get("inputs")
+    if inputs:
+        changed = "; ".join(f"{k}: {_short(then)} → {_short(now)}" for k, (then, now) in inputs["changed"].items())
+        rows.append([f"inputs against run {inputs['previous_run']}", f"changed: {changed}" if changed else "the same"])
+        if inputs["same_inputs_runs"]:
+            rows.append(["earlier runs with these inputs", ", ".join(map(str, inputs["same_inputs_runs"]))])
     return rows
+
+
+def _short(value: Any) -> str:
+    """A digest to its first 19 characters (``sha256:`` and 12 hex), anything else as it is."""
+    text = json.dumps(value, sort_keys=True) if isinstance(value, dict) else str(value)
+    return text[:19] + "…" if text.startswith("sha256:") and len(text) > 19 else text
 
 
 def _fmt(value: Any) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import cached_property
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
@@ -20,6 +21,7 @@ from npuflow.operators.links import ReportLink
 from npuflow.errors import StageRefused
 from npuflow.execute import execute_stage
 from npuflow.fleet import HOSTS_ENV, HOSTS_KEY
+from npuflow.history import run_provenance
 from npuflow.kinds import kind
 from npuflow.pinned import check_stage, pinned_plan
 from npuflow.plan import Plan, PlanError, build_plan, check_params, device_claim_error
@@ -110,8 +112,7 @@ class RecipeStageOperator(BaseOperator):
             context["outlet_events"][asset].extra = {
                 "dag_id": plan.dag_id, "run_id": plan.run_id, "profile": plan.profile, "run_dir": plan.run_dir,
                 "outputs": result.get("announced", {}),
-                "provenance": {"recipe_digest": pin["recipe_digest"], "npuflow_version": pin["npuflow_version"],
-                               "toolkit": pin.get("toolkit")}}
+                "provenance": run_provenance(Path(plan.run_dir), pin)}
         for key, value in result.get("xcom", {}).items():
             context["ti"].xcom_push(key=key, value=value)
         return {k: result[k] for k in ("ok", "summary", "outputs", "seconds", "metrics") if k in result}

@@ -141,6 +141,13 @@ def test_smoke_dag_runs_its_stages_in_containers_with_the_cards_mapped(engine: E
         spec = json.loads((run_dir / name / "container.json").read_text())
         assert spec["image"] == IMAGE and spec["argv"] == json.loads((run_dir / name / "result.json").read_text())["argv"]
     assert not (run_dir / "prepare_dataset" / "container.json").exists()  # the project's own stages stay on the host
+    # provenance: the image each container stage ran, by the engine's content id (a tag can move), in the report
+    image_id = engine.client().images.get(IMAGE).id
+    envs = report["provenance"]["environments"]
+    assert {n: envs[n]["image_id"] for n in ("train", "export", "benchmark_fp32")} == dict.fromkeys(
+        ("train", "export", "benchmark_fp32"), image_id)
+    assert "python" in envs["prepare_dataset"]  # a host stage: its interpreter's own probe
+    assert f"| ran in image train, export, benchmark_fp32 | {IMAGE} = {image_id}" in (run_dir / "report.md").read_text()
     metrics = (run_dir / "train" / "metrics.jsonl").read_text().splitlines()
     assert any(json.loads(m)["type"] == "train" for m in metrics)  # the training log was parsed as on the host
     assert not _containers(engine, f"{PPYOLOE}/")

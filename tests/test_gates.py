@@ -10,6 +10,7 @@ import yaml
 
 from npuflow import gates, history
 from npuflow.recipe import RecipeError, load_recipe, load_recipe_file
+from npuflow.report_html import provenance_rows
 
 YOLOR = "yolor_p6_coco"
 
@@ -86,10 +87,36 @@ def test_a_tipc_record_is_appended_once_per_run(tmp_path: Path) -> None:
                       "run_id": "r1", "profile": "smoke", "generated_at": "t",
                       "provenance": {"recipe_digest": "sha256:r", "npuflow_version": "0.1", "toolkit": None,
                                      "toolkit_commit": None, "toolkit_local_changes": None,
-                                     "dataset_digest": "sha256:d"}}
+                                     "dataset_digest": "sha256:d", "frameworks": {}, "images": {}}}
     path = tmp_path / "tipc_records.jsonl"
     assert history.append_record(path, record) and not history.append_record(path, record)
     assert [json.loads(line)["run_id"] for line in path.read_text().splitlines()] == ["r1"]
+
+
+def test_a_run_names_the_inputs_that_changed_since_the_previous_run_and_the_runs_with_the_same() -> None:
+    def report(run_id: str, dataset: str, torch: str, image: str | None = None) -> dict:
+        envs = {"train": {"python": "3.11", "distributions": {"torch": torch}},
+                "export": {"image": "x:smoke", "image_id": image} if image else None}
+        content = {"digest": dataset, "files": 3, "hashed": 0, "reused": 3}
+        return {"run_id": run_id, "dataset": {"validate_dataset": {"content": content}},
+                "provenance": {"recipe_digest": "sha256:r", "npuflow_version": "0.1", "toolkit": None,
+                               "environments": envs}}
+
+    now = report("r3", "sha256:" + "d" * 64, "2.5.1", "sha256:img")
+    assert history.compare_inputs(now, []) is None
+    previous = [report("r2", "sha256:" + "e" * 64, "2.5.1", "sha256:img"), report("r1", "sha256:" + "d" * 64,
+                                                                                      "2.5.1", "sha256:img")]
+    inputs = history.compare_inputs(now, previous)
+    assert inputs == {"previous_run": "r2", "changed": {"dataset_digest": ["sha256:" + "e" * 64, "sha256:" + "d" * 64]},
+                      "same_inputs_runs": ["r1"]}
+    moved = history.compare_inputs(report("r4", "sha256:" + "d" * 64, "2.6.0", "sha256:new"), previous)
+    assert moved["changed"] == {"frameworks": [{"torch": "2.5.1"}, {"torch": "2.6.0"}],
+                                "images": [{"export": "sha256:img"}, {"export": "sha256:new"}],
+                                "dataset_digest": ["sha256:" + "e" * 64, "sha256:" + "d" * 64]}
+    rows = dict(provenance_rows({**now, "inputs": inputs}))
+    assert rows["inputs against run r2"] == "changed: dataset_digest: sha256:eeeeeeeeeeee… → sha256:dddddddddddd…"
+    assert rows["earlier runs with these inputs"] == "r1"
+    assert rows["ran in image export"] == "x:smoke = sha256:img"
 
 
 def test_a_published_throughput_is_only_compared_with_a_run_on_as_many_cards(tmp_path: Path) -> None:

@@ -76,6 +76,8 @@ def test_gates_trends_scaling_and_records_over_three_real_runs(tmp_path: Path) -
     assert scale["images_per_s_per_card"] == pytest.approx(scale["images_per_s"] / 2)
     trends = {t["metric"]: t for t in r2["trends"]}
     assert trends["train.train_ips"]["previous_run"] == r1["run_id"]
+    # the same generated dataset, recipe, toolkit and Pythons: nothing changed but the card count
+    assert r2["inputs"] == {"previous_run": r1["run_id"], "changed": {}, "same_inputs_runs": [r1["run_id"]]}
     assert trends["train.train_ips"]["previous"] == r1["measured"]["train.train_ips"]
     assert _asset_events(env, exported) == 2 and _asset_events(env, compressed) == 2
 
@@ -97,6 +99,9 @@ def test_gates_trends_scaling_and_records_over_three_real_runs(tmp_path: Path) -
     assert _asset_events(env, exported) == 2  # no new exported model from a run that missed its gate
     assert _asset_events(env, compressed) == 3  # the INT8 gate passed
     assert {t["metric"]: t for t in r3["trends"]}["train.train_ips"]["previous_run"] == r2["run_id"]
+    assert list(r3["inputs"]["changed"]) == ["recipe_digest"] and r3["inputs"]["same_inputs_runs"] == []
+    assert f"| inputs against run {r2['run_id']} | changed: recipe_digest: sha256:" in \
+        (Path(r3["run_dir"]) / "report.md").read_text()
     md = (Path(r3["run_dir"]) / "report.md").read_text()
     assert "| fp32_eval_bbox_map | train.eval_bbox_map |" in md and "**MISSED** by" in md
     html = (Path(r3["run_dir"]) / "report.html").read_text()

@@ -197,6 +197,10 @@ def test_the_export_asset_schedules_the_consumer_dag(airflow_services: Services,
     mine = [e for e in events if e["source_run_id"] == run_id]
     assert len(mine) == 1 and mine[0]["uri"] == f"model://{PPYOLOE}/exported"
     assert mine[0]["source_task_id"] == "gate_fp32"  # the asset hangs on the gate: only a passing model
+    prov = mine[0]["extra"]["provenance"]  # what produced the model, for whoever deploys it
+    report = s.xcom(PPYOLOE, run_id, "report", key="report")
+    assert prov["dataset_digest"] == report["dataset"]["validate_dataset"]["content"]["digest"]
+    assert prov["recipe_digest"].startswith("sha256:") and prov["toolkit_commit"] and prov["frameworks"]["paddlepaddle"]
     deadline = time.monotonic() + 180
     while True:
         runs = s.ok("GET", f"/api/v2/dags/{CONSUMER}/dagRuns")["dag_runs"]
