@@ -154,11 +154,12 @@ def _stop(container: Any, grace_s: float) -> None:
         container.remove(force=True)
 
 
+#: In the stage folder: the image the stage's container ran (name, content id, registry digests).
+IMAGE_RECORD = "container_image.json"
+
 #: The container's command: the stage's argv with its stdout and stderr appended to stage.log (bind-mounted at
 #: its own path) by the container itself, as a host child writes it. Neither the engine's log driver nor an
 #: attached client sits between the toolkit and its log, so it never waits for them (bench/log_streaming.py).
-#: In the stage folder: the image the stage's container ran (name, content id, registry digests).
-IMAGE_RECORD = "container_image.json"
 #: A constant script: the log path and argv are its positional parameters, never part of the script.
 LOG_SCRIPT = 'exec "$@" >>"$0" 2>&1'
 

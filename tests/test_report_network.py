@@ -68,9 +68,7 @@ def namespace() -> Iterator[list[str]]:
     try:
         line = holder.stdout.readline().strip()
         assert line == "ready", f"could not make the network namespace: {line} {holder.stderr.read()}"
-        # unshare --fork: the namespace belongs to its child, the shell that now sleeps
-        child = subprocess.run(["pgrep", "-P", str(holder.pid)], capture_output=True, text=True).stdout.split()
-        yield ["nsenter", f"--net=/proc/{child[0] if child else holder.pid}/ns/net", "--"]
+        yield ["nsenter", f"--net=/proc/{holder.pid}/ns/net", "--"]  # unshare itself entered the namespace
     finally:
         os.killpg(holder.pid, 9)
         holder.wait(10)
