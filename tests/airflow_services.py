@@ -118,6 +118,16 @@ class Services:
         return self.ok("GET", f"{self.run_path(dag_id, run_id)}/taskInstances/{task_id}/xcomEntries/{key}")["value"]
 
 
+def token_without_a_role(env: dict[str, str]) -> str:
+    """A JWT the api-server accepts (signed by its auth manager, from the services' config in ``env``) for a
+    signed-in user with no role: the auth manager lets it read nothing."""
+    script = ("from airflow.api_fastapi.app import create_auth_manager\n"
+              "from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser\n"
+              "print(create_auth_manager().generate_jwt(SimpleAuthManagerUser(username='outsider', role=None)))")
+    out = subprocess.run([str(VENV_BIN / "python"), "-c", script], env=env, capture_output=True, text=True, check=True)
+    return out.stdout.strip().splitlines()[-1]
+
+
 def npuflow_airflow(env: dict[str, str], *args: str, timeout: float = 300.0) -> subprocess.CompletedProcess[str]:
     return subprocess.run([str(VENV_BIN / "npuflow"), "airflow", *args], env=env, capture_output=True, text=True,
                           timeout=timeout, stdin=subprocess.DEVNULL, check=False)

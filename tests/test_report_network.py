@@ -17,6 +17,7 @@ import pytest
 
 from npuflow.rundir import run_dir_for
 from npuflow.services import SERVICES_ENV, ServiceConfig, read_password
+from tests.airflow_services import token_without_a_role
 from tests.conftest import ROOT, VENV_BIN
 
 pytestmark = pytest.mark.services
@@ -53,11 +54,6 @@ except OSError as exc:
 print(json.dumps(out))
 """
 
-OUTSIDER = ("from airflow.api_fastapi.app import create_auth_manager\n"
-            "from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser\n"
-            "print(create_auth_manager().generate_jwt(SimpleAuthManagerUser(username='outsider', role=None)))")
-
-
 @pytest.fixture(scope="module")
 def namespace() -> Iterator[list[str]]:
     """A process holding a new network namespace; yields the prefix that runs a command inside it."""
@@ -91,8 +87,7 @@ def test_the_report_route_on_a_network_address_requires_the_login_and_access_to_
         report.parent.mkdir(parents=True, exist_ok=True)
         report.write_text("<html><body><h2>Gates</h2>a run's numbers, hosts and paths</body></html>")
         cfg = ServiceConfig(home=root / "airflow", port=PORT, bind=ADDRESS)
-        outsider = subprocess.run([str(VENV_BIN / "python"), "-c", OUTSIDER], env=env, capture_output=True,
-                                  text=True, check=True).stdout.strip().splitlines()[-1]
+        outsider = token_without_a_role(env)
         url = f"/npuflow/reports/{YOLOR}/{quote(RUN_ID, safe='')}/report.html"
         client = subprocess.run([*namespace, str(VENV_BIN / "python"), "-c", CLIENT, cfg.url, url,
                                  read_password(cfg, "viewer"), outsider, ADDRESS], capture_output=True, text=True,

@@ -19,7 +19,7 @@ import psutil
 import pytest
 
 from npuflow.services import USERS, service_processes
-from tests.airflow_services import Services, quote
+from tests.airflow_services import Services, quote, token_without_a_role
 from tests.conftest import ROOT, VENV_BIN
 
 pytestmark = pytest.mark.services
@@ -148,7 +148,7 @@ def test_the_report_task_links_its_html_report_which_the_api_server_serves(airfl
     # The UI's session: the same JWT as the api-server's cookie.
     assert _get(s.url + links["HTML report"], None, cookie=s.token("viewer"))[0] == 200
     # A signed-in user whom the auth manager does not let read this DAG's runs.
-    status, _, body = _get(s.url + links["HTML report"], _token_without_a_role(s))
+    status, _, body = _get(s.url + links["HTML report"], token_without_a_role(s.env))
     assert status == 403 and json.loads(body)["detail"] == "Forbidden", body
     for bad in (f"/npuflow/reports/{PPYOLOE}/{quote(run_id)}/plan.json",
                 f"/npuflow/reports/{PPYOLOE}/{quote(run_id)}/..%2F..%2F..%2Fairflow%2Fairflow.cfg"):
@@ -166,16 +166,6 @@ def _get(url: str, token: str | None, cookie: str | None = None) -> tuple[int, s
             return resp.status, resp.headers["content-type"], resp.read().decode()
     except urllib.error.HTTPError as err:
         return err.code, err.headers.get("content-type", ""), err.read().decode()
-
-
-def _token_without_a_role(s: Services) -> str:
-    """A JWT the api-server accepts (signed by its auth manager, from its config) for a user with no role."""
-    script = ("from airflow.api_fastapi.app import create_auth_manager\n"
-              "from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser\n"
-              "print(create_auth_manager().generate_jwt(SimpleAuthManagerUser(username='outsider', role=None)))")
-    out = subprocess.run([str(VENV_BIN / "python"), "-c", script], env=s.env, capture_output=True, text=True,
-                         check=True)
-    return out.stdout.strip().splitlines()[-1]
 
 
 def test_the_device_pool_keeps_two_trainings_apart(airflow_services: Services, two_runs: dict) -> None:
