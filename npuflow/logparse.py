@@ -114,33 +114,40 @@ def parse_paddleseg_line(line: str) -> Record | None:
     return None
 
 
-# ModelZoo YOLOR: "Epoch:[0][10/1848][npu:0][FPS:139.1][time:0.46][loss:0.093][lr:0.01]..." - one bracketed
-# key:value group per field after the position; FPS is that process's, i.e. per card.
-_YOLOR_TRAIN = re.compile(r"Epoch:\s*\[(?P<epoch>\d+)\]\s*\[(?P<iter>\d+)/(?P<iters>\d+)\](?P<rest>.*)")
-_YOLOR_KV = re.compile(rf"\[(?P<key>[A-Za-z_][A-Za-z0-9_]*):\s*(?P<value>{_NUM})\]")
+# The ModelZoo YOLOR port (train.py, rank 0 only): "Epoch:[ 0][   3/   8][npu:0][FPS:143.3][mTime:0.447]
+# [pTime:0.450][dTime:0.002] GIoU:0.062 objectness:0.371 classfication:0.002 totalLoss:0.435". The iteration is
+# 0-based; FPS is --batch-size (the total over all cards) over mTime, the mean step time since step 10.
+_YOLOR_TRAIN = re.compile(r"Epoch:\[\s*(?P<epoch>\d+)\]\[\s*(?P<iter>\d+)/\s*(?P<iters>\d+)\]\[(?P<device>[^\]]*)\]"
+                          r"(?P<rest>.*)")
+_YOLOR_BRACKET = re.compile(rf"\[(?P<key>[A-Za-z]+):(?P<value>{_NUM})\]")
+_YOLOR_LOSS = re.compile(rf"(?P<key>[A-Za-z]+):(?P<value>{_NUM})(?=\s|$)")
+# test.py's own summary: "%20s%12.3g x 6" of ('all', images, targets, P, R, mAP@.5, mAP@.5:.95).
+_YOLOR_ALL = re.compile(rf"^\s*all\s+(?:{_NUM})\s+(?:{_NUM})\s+(?:{_NUM})\s+(?:{_NUM})\s+(?P<ap50>{_NUM})\s+(?P<ap>{_NUM})\s*$")
+_YOLOR_NON_FINITE = "WARNING: non-finite loss, ending training"
 
 
 def parse_yolor_line(line: str) -> Record | None:
     m = _YOLOR_TRAIN.search(line)
     if not m:
-        return _coco_summary_line(line)  # test.py --save-json after the last epoch
-    rec: Record = {"type": "train", "epoch": int(m["epoch"]), "iter": int(m["iter"]),
-                   "iters_per_epoch": int(m["iters"]), "losses": {}}
-    for kv in _YOLOR_KV.finditer(m["rest"]):
-        key, value = kv["key"], float(kv["value"])
-        lowered = key.lower()
-        if lowered == "fps":
-            rec["ips_per_card"] = value
-        elif lowered in ("npu", "gpu", "device", "rank"):
-            rec["device"] = int(value)
-        elif "loss" in lowered:
-            rec["losses"][key] = value
-        elif lowered in ("lr", "learning_rate"):
-            rec["lr"] = value
-        elif lowered in ("time", "batch_time"):
-            rec["batch_cost"] = value
-        elif lowered in ("data_time", "data"):
-            rec["data_cost"] = value
+        if _YOLOR_NON_FINITE in line:  # the port returns from train() and exits 0: only this line tells
+            return {"type": "train", "epoch": None, "iter": None, "losses": {"loss": math.nan}}
+        found = _YOLOR_ALL.match(line)
+        if found:  # pycocotools' table, when test.py prints it, comes after and overrides these
+            return {"type": "eval", "bbox_map": float(found["ap"]), "bbox_ap50": float(found["ap50"])}
+        return _coco_summary_line(line)  # test.py --save-json
+    rest = m["rest"]
+    values = {kv["key"]: float(kv["value"]) for kv in _YOLOR_BRACKET.finditer(rest)}
+    losses = {kv["key"]: float(kv["value"]) for kv in _YOLOR_LOSS.finditer(rest.rsplit("]", 1)[-1])}
+    if "totalLoss" in losses:
+        losses["loss"] = losses["totalLoss"]
+    rec: Record = {"type": "train", "epoch": int(m["epoch"]), "iter": int(m["iter"]) + 1,
+                   "iters_per_epoch": int(m["iters"]), "device": m["device"], "losses": losses}
+    if "FPS" in values:
+        rec["ips_global"] = values["FPS"]
+    if "mTime" in values:
+        rec["batch_cost"] = values["mTime"]
+    if "dTime" in values:
+        rec["data_cost"] = values["dTime"]
     return rec
 
 
@@ -229,6 +236,7 @@ class MetricsSummary:
                     self.first_loss = loss
             if "ips_per_card" in rec:
                 rec["ips_global"] = rec["ips_per_card"] * self.world_size
+            if "ips_global" in rec:  # per card (ppdet's ips) or already over all cards (the YOLOR port's FPS)
                 self.ips.append(rec["ips_global"])
             if "batch_cost" in rec:
                 self.step_times.append(rec["batch_cost"])

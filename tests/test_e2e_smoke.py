@@ -1,7 +1,7 @@
 """Every DAG with a smoke profile, end to end through real Airflow: generated COCO, real training under
-paddle.distributed.launch or torchrun (2 CPU ranks), and where the recipe has them the toolkit's export (or the
-project's ONNX export), the Paddle Inference (or onnxruntime) benchmark, compression (ACT or torch QAT) and the
-report."""
+paddle.distributed.launch or torchrun (2 CPU ranks) or the YOLOR port's own train.py (one CPU process), and where
+the recipe has them the toolkit's export and test (or the project's ONNX export), the Paddle Inference (or
+onnxruntime) benchmark, compression (ACT or torch QAT) and the report."""
 
 from __future__ import annotations
 
@@ -73,7 +73,7 @@ def test_smoke_dag_runs_end_to_end(smoke_runs: dict, dag_id: str) -> None:
     recipe = load_recipe(dag_id)
     kinds = {name: spec["kind"] for name, spec in recipe.stages.items()}
     train = report["train"]["train"]["metrics"]
-    assert train["world_size"] == 2 and train["train_steps"] > 0
+    assert train["world_size"] == recipe.data["profiles"]["smoke"]["device"]["count"] and train["train_steps"] > 0
     assert train["losses_finite"] and all(math.isfinite(v) for v in train["last_losses"].values())
     metrics = [json.loads(line) for line in (run / "train" / "metrics.jsonl").read_text().splitlines()]
     if recipe.log_format == "mmdet_json":  # no throughput field: calc_fps.py's FPS from the step times
@@ -97,9 +97,12 @@ def test_smoke_dag_runs_end_to_end(smoke_runs: dict, dag_id: str) -> None:
         assert 0.0 <= train["eval"]["miou"] <= 1.0  # PaddleSeg's [EVAL] during training
         assert {"workerlog.0", "workerlog.1"} <= rank_logs
         assert (Path(report["train"]["train"]["outputs"]["best_model"]).parent.parent / "iter_20").is_dir()
+    elif recipe.log_format == "yolor":  # the port's train.py evaluates nothing; its test.py does, in the test stage
+        assert train["evaluations"] == 0 and 0.0 <= report["measured"]["test.bbox_map"] <= 100.0
+        assert (Path(report["train"]["train"]["outputs"]["checkpoint"]).parent / "epoch_000.pt").is_file()
     else:  # torchrun --log-dir: <id>/attempt_0/<local_rank>/stdout.log
         assert len(list((run / "train" / "log").glob("*/attempt_0/1/stdout.log"))) == 1
-        assert 0.0 <= train["eval"]["bbox_map"] <= 1.0  # test.py's / MMDetection's COCO evaluation
+        assert 0.0 <= train["eval"]["bbox_map"] <= 1.0  # MMDetection's COCO evaluation
     if recipe.log_format == "mmdet_json":  # the train stage followed work_dir/<ts>.log.json
         work_dir = Path(report["train"]["train"]["outputs"]["checkpoint"]).parent
         log_json = next(work_dir.glob("*.log.json")).read_text().splitlines()
@@ -143,7 +146,10 @@ def test_smoke_dag_runs_end_to_end(smoke_runs: dict, dag_id: str) -> None:
             assert len(acc["class_iou"]) == 19
             assert acc["miou"] == pytest.approx(train["eval"]["best_miou"], abs=1e-3)  # the exported best_model
         else:
-            assert 0.0 <= acc["map"] <= 1.0 and acc["detections"] > 0
+            assert 0.0 <= acc["map"] <= 1.0
+            # The port's YOLOR-P6 (37 M parameters) learns nothing in the smoke's 8 steps: train.py warms the
+            # learning rate up over max(3 epochs, 1000 iterations). Its export is trace-safe for that (yolor.py).
+            assert acc["detections"] > 0 or recipe.log_format == "yolor"
     if {"compress", "qat"} & set(kinds.values()):
         _check_compression(run, report, kinds)
     assert (run / "report.md").read_text().startswith(f"# {load_recipe(dag_id).data['title']}")
@@ -163,8 +169,8 @@ def _check_toolkit_code(run: Path, dag_id: str) -> None:
         assert scripts and all(p.is_file() for p in scripts), (name, done["argv"])
         if (dag_id, name) not in PROJECT_PROGRAMS:
             assert all(p.resolve().is_relative_to(tree) for p in scripts), (name, scripts)
-        assert done["env"].get("PYTHONPATH", "").startswith(str(checkout_dir(recipe.toolkit.name,
-                                                                             recipe.toolkit_ref)))
+        paths = done["env"].get("PYTHONPATH", "").split(":")
+        assert any(p.startswith(str(checkout_dir(recipe.toolkit.name, recipe.toolkit_ref))) for p in paths), paths
 
 
 def _check_compression(run: Path, report: dict, kinds: dict[str, str]) -> None:

@@ -21,19 +21,19 @@ def _recipe() -> dict:
 
 def test_production_is_held_to_the_published_value_less_the_tolerance() -> None:
     verdicts = {g["gate"]: g for g in gates.evaluate(_recipe(), "production", {
-        "train.eval_bbox_map": 50.0, "benchmark_fp32.bbox_map": 50.0, "benchmark_int8.bbox_map": 48.5,
+        "test.bbox_map": 50.0, "benchmark_fp32.bbox_map": 50.0, "benchmark_int8.bbox_map": 48.5,
         "train.train_ips_per_card": 17.0, "benchmark_fp32.latency_p50_ms": 20.0})}
     bbox = verdicts["fp32_eval_bbox_map"]
     assert bbox["threshold"] == pytest.approx(51.6 * 0.98) and not bbox["passed"]
     assert bbox["missed_by"] == pytest.approx(51.6 * 0.98 - 50.0)
-    assert "train.eval_bbox_map = 50, needs >= 50.57 (published bbox_map = 51.6 - 2%): missed by 0.568" in bbox["reason"]
+    assert "test.bbox_map = 50, needs >= 50.57 (published bbox_map = 51.6 - 2%): missed by 0.568" in bbox["reason"]
     drop = verdicts["int8_drop"]  # INT8 minus FP32, in points
     assert drop["value"] == pytest.approx(-1.5) and not drop["passed"] and drop["threshold"] == -1.0
     assert verdicts["train_ips_per_card"]["passed"] and verdicts["fp32_latency_p50"]["passed"]
 
 
 def test_a_profile_sets_its_own_bounds_and_an_unmeasured_gate_misses() -> None:
-    verdicts = {g["gate"]: g for g in gates.evaluate(_recipe(), "smoke", {"train.eval_bbox_map": 0.5})}
+    verdicts = {g["gate"]: g for g in gates.evaluate(_recipe(), "smoke", {"test.bbox_map": 0.5})}
     assert verdicts["fp32_eval_bbox_map"]["passed"] and verdicts["fp32_eval_bbox_map"]["threshold"] == 0.0
     assert not verdicts["int8_drop"]["passed"] and "was not measured" in verdicts["int8_drop"]["reason"]
 

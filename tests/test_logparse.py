@@ -16,6 +16,7 @@ from npuflow.logparse import (
     parse_ppdet_line,
     parser_for,
 )
+from npuflow.recipe import PROJECT_ROOT
 
 # Printed by ppdet 2.6.0 (rank 0) in this project's smoke run.
 PPDET_TRAIN = ("[11/23 20:25:26] ppdet.engine INFO: Epoch: [1] [2/3] learning_rate: 0.001223 loss: 3.545623 "
@@ -91,8 +92,10 @@ def test_unknown_format_is_an_error() -> None:
         parser_for("caffe")
 
 
-# The ModelZoo YOLOR port's per-step line (FACTS: "Epoch:[e][i/n][npu:N][FPS:x]..."), with the fields it adds.
-YOLOR_TRAIN = "Epoch:[3][120/1848][npu:5][FPS:139.124][time:0.4600][loss:0.09321][lr:0.00912]"
+# The ModelZoo YOLOR port's per-step line, printed by its train.py with this format (ModelZoo-PyTorch 6a2804a):
+YOLOR_FORMAT = ("Epoch:[%2g][%4g/%4g][%s][FPS:%3.1f][mTime:%3.3f][pTime:%3.3f][dTime:%3.3f] GIoU:%.3f objectness:%.3f "
+                "classfication:%.3f totalLoss:%.3f")
+YOLOR_TRAIN = YOLOR_FORMAT % (3, 120, 1848, "npu:0", 143.3, 0.447, 0.450, 0.002, 0.062, 0.371, 0.002, 0.435)
 # MMDetection 2.x <timestamp>.log.json lines (the SSD port): first the env line, then train and val records.
 MMDET_ENV = '{"env_info": "sys.platform: linux", "config": "model = dict(type=\'SingleStageDetector\')", "seed": 0}'
 MMDET_TRAIN = ('{"mode": "train", "epoch": 1, "iter": 50, "lr": 0.0015, "memory": 10253, "data_time": 0.0612, '
@@ -102,11 +105,30 @@ MMDET_VAL = ('{"mode": "val", "epoch": 1, "iter": 625, "lr": 0.0015, "bbox_mAP":
              '"bbox_mAP_copypaste": "0.085 0.181 0.070 0.011 0.079 0.142"}')
 
 
-def test_yolor_train_line() -> None:
+def test_yolor_train_line_is_the_ports_format_and_its_fps_is_over_all_cards() -> None:
+    format_in_port = (PROJECT_ROOT.parent / "shared/upstream/ModelZoo-PyTorch/PyTorch/contrib/cv/detection/YOLOR/train.py")
+    assert f"'{YOLOR_FORMAT}'" in format_in_port.read_text()  # the line is the checkout's, not our guess
     rec = parser_for("yolor")(YOLOR_TRAIN)
-    assert rec == {"type": "train", "epoch": 3, "iter": 120, "iters_per_epoch": 1848, "device": 5,
-                   "ips_per_card": 139.124, "batch_cost": 0.46, "losses": {"loss": 0.09321}, "lr": 0.00912}
-    assert math.isnan(parser_for("yolor")("Epoch:[3][120/1848][npu:5][FPS:nan]")["ips_per_card"])
+    assert YOLOR_TRAIN.startswith("Epoch:[ 3][ 120/1848][npu:0]")
+    assert rec == {"type": "train", "epoch": 3, "iter": 121, "iters_per_epoch": 1848, "device": "npu:0",
+                   "ips_global": 143.3, "batch_cost": 0.447, "data_cost": 0.002,
+                   "losses": {"GIoU": 0.062, "objectness": 0.371, "classfication": 0.002, "totalLoss": 0.435,
+                              "loss": 0.435}}
+    summary = MetricsSummary(world_size=8)
+    summary.add(rec)
+    assert summary.to_dict()["ips_global_median"] == 143.3  # not multiplied by the cards again
+    nan = parser_for("yolor")(YOLOR_FORMAT % (0, 5, 8, "cpu", 3.3, 0.6, 0.5, 0.0, math.nan, 0.3, 0.0, math.nan))
+    assert math.isnan(nan["losses"]["loss"])
+
+
+def test_yolor_non_finite_warning_and_test_py_summary_line() -> None:
+    parse = parser_for("yolor")
+    # train.py returns on a non-finite loss and exits 0: the warning is the only sign
+    assert math.isnan(parse("WARNING: non-finite loss, ending training  tensor([nan, 0., 0., nan])")["losses"]["loss"])
+    # test.py's '%20s' + '%12.3g' * 6 line: all, images, targets, P, R, mAP@.5, mAP@.5:.95
+    line = ("%20s" + "%12.3g" * 6) % ("all", 5000, 36335, 0.554, 0.706, 0.686, 0.514)
+    assert parse(line) == {"type": "eval", "bbox_map": 0.514, "bbox_ap50": 0.686}
+    assert parse(("%20s" + "%12.3g" * 6) % ("person", 5000, 10777, 0.6, 0.7, 0.8, 0.5)) is None
 
 
 def test_mmdet_json_lines() -> None:

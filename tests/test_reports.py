@@ -1,4 +1,4 @@
-"""Reports that decide, over three real YOLOR smoke runs through ``airflow dags test`` in one Airflow home:
+"""Reports that decide, over three real SSD smoke runs through ``airflow dags test`` in one Airflow home:
 
 1. one card, 2. two cards: both pass their gates, the second's report has trends against the first and the
 scaling efficiency of two ranks against the one-rank run; 3. the smoke gate on the mAP set just above what run
@@ -21,15 +21,15 @@ from tests.conftest import ROOT, VENV_BIN
 
 pytestmark = pytest.mark.e2e
 
-YOLOR = "yolor_p6_coco"
+SSD = "ssd300_coco"  # torchrun with two CPU ranks (the YOLOR port trains as one process on a CPU)
 
 
 def _home(tmp_path: Path) -> dict[str, str]:
     recipes, dags = tmp_path / "recipes", tmp_path / "dags"
     shutil.copytree(ROOT / "recipes" / "datasets", recipes / "datasets")
-    shutil.copy(ROOT / "recipes" / f"{YOLOR}.yaml", recipes)
+    shutil.copy(ROOT / "recipes" / f"{SSD}.yaml", recipes)
     dags.mkdir()
-    shutil.copy(ROOT / "dags" / f"{YOLOR}.py", dags)
+    shutil.copy(ROOT / "dags" / f"{SSD}.py", dags)
     env = {**__import__("os").environ, "AIRFLOW_HOME": str(tmp_path / "airflow"),
            "AIRFLOW__CORE__DAGS_FOLDER": str(dags), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
            "NPUFLOW_RECIPES_DIR": str(recipes), "NPUFLOW_RUNS_DIR": str(tmp_path / "runs"), "PYTHONWARNINGS": "ignore"}
@@ -38,11 +38,11 @@ def _home(tmp_path: Path) -> dict[str, str]:
 
 
 def _run(env: dict[str, str], conf: dict) -> tuple[subprocess.CompletedProcess, dict]:
-    before = set((Path(env["NPUFLOW_RUNS_DIR"]) / YOLOR).glob("*")) if (Path(env["NPUFLOW_RUNS_DIR"]) / YOLOR).is_dir() \
+    before = set((Path(env["NPUFLOW_RUNS_DIR"]) / SSD).glob("*")) if (Path(env["NPUFLOW_RUNS_DIR"]) / SSD).is_dir() \
         else set()
-    proc = subprocess.run([str(VENV_BIN / "airflow"), "dags", "test", YOLOR, "-c", json.dumps(conf)], env=env,
+    proc = subprocess.run([str(VENV_BIN / "airflow"), "dags", "test", SSD, "-c", json.dumps(conf)], env=env,
                           capture_output=True, text=True, timeout=900)
-    (run_dir,) = set((Path(env["NPUFLOW_RUNS_DIR"]) / YOLOR).glob("*")) - before
+    (run_dir,) = set((Path(env["NPUFLOW_RUNS_DIR"]) / SSD).glob("*")) - before
     return proc, json.loads((run_dir / "report.json").read_text())
 
 
@@ -55,13 +55,13 @@ def _asset_events(env: dict[str, str], uri: str) -> int:
 def _states(env: dict[str, str], run_id: str) -> dict[str, str]:
     with sqlite3.connect(Path(env["AIRFLOW_HOME"]) / "airflow.db") as db:
         rows = db.execute("SELECT task_id, state FROM task_instance WHERE dag_id = ? AND run_id = ?",
-                          (YOLOR, run_id)).fetchall()
+                          (SSD, run_id)).fetchall()
     return dict(rows)
 
 
 def test_gates_trends_scaling_and_records_over_three_real_runs(tmp_path: Path) -> None:
     env = _home(tmp_path)
-    exported, compressed = f"model://{YOLOR}/exported", f"model://{YOLOR}/compressed"
+    exported, compressed = f"model://{SSD}/exported", f"model://{SSD}/compressed"
 
     one, r1 = _run(env, {"profile": "smoke", "device_count": 1})
     assert one.returncode == 0, one.stdout[-3000:] + one.stderr[-3000:]
@@ -83,7 +83,7 @@ def test_gates_trends_scaling_and_records_over_three_real_runs(tmp_path: Path) -
 
     # the smoke gate just above what run 2 reached (mAP in points)
     reached = r2["measured"]["train.eval_bbox_map"]
-    recipe_file = Path(env["NPUFLOW_RECIPES_DIR"]) / f"{YOLOR}.yaml"
+    recipe_file = Path(env["NPUFLOW_RECIPES_DIR"]) / f"{SSD}.yaml"
     data = yaml.safe_load(recipe_file.read_text())
     data["profiles"]["smoke"]["gates"]["fp32_eval_bbox_map"] = {"at_least": round(reached + 0.05, 4)}
     recipe_file.write_text(yaml.safe_dump(data, sort_keys=False))
@@ -111,5 +111,5 @@ def test_gates_trends_scaling_and_records_over_three_real_runs(tmp_path: Path) -
                (Path(env["NPUFLOW_RUNS_DIR"]) / "tipc_records.jsonl").read_text().splitlines()]
     assert [r["run_id"] for r in records] == [r1["run_id"], r2["run_id"], r3["run_id"]]
     assert [r["device_num"] for r in records] == ["N1C1", "N1C2", "N1C2"]
-    assert all(r["model_name"] == YOLOR and r["ips"] > 0 and r["speed_unit"] == "samples/s"
+    assert all(r["model_name"] == SSD and r["ips"] > 0 and r["speed_unit"] == "samples/s"
                and r["convergence_key"] == "bbox_map" for r in records)

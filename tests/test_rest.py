@@ -101,11 +101,12 @@ def test_a_bad_param_is_refused_with_400_and_the_schema_message(airflow_services
 
 @pytest.fixture(scope="module")
 def two_runs(airflow_services: Services) -> dict[str, Any]:
-    """PP-YOLOE+ and YOLOR smoke runs triggered together over REST. Each train task reserves 2 slots of
-    ``cpu_devices``; the pool gets 3, so the two trainings must not overlap."""
+    """PP-YOLOE+ and YOLOR smoke runs triggered together over REST. PP-YOLOE+'s train task reserves 2 slots of
+    ``cpu_devices`` (two ranks), YOLOR's 1 (the port trains as one process on a CPU); the pool gets 2, so the two
+    trainings must not overlap."""
     s = airflow_services
     s.ok("PATCH", "/api/v2/pools/cpu_devices?update_mask=slots",
-         {"name": "cpu_devices", "slots": 3, "include_deferred": False}, user="admin")
+         {"name": "cpu_devices", "slots": 2, "include_deferred": False}, user="admin")
     s.unpause(CONSUMER)  # the deployment DAG scheduled on PP-YOLOE+'s export asset
     for dag_id in (PPYOLOE, YOLOR):
         s.unpause(dag_id)
@@ -172,9 +173,10 @@ def test_the_device_pool_keeps_two_trainings_apart(airflow_services: Services, t
     s = airflow_services
     assert set(two_runs["states"].values()) == {"success"}, two_runs["states"]
     pool = s.ok("GET", "/api/v2/pools/cpu_devices", user="admin")
-    assert pool["slots"] == 3
+    assert pool["slots"] == 2
     trains = {dag_id: s.task_instances(dag_id, run_id)["train"] for dag_id, run_id in two_runs["runs"].items()}
-    assert all(t["pool"] == "cpu_devices" and t["pool_slots"] == 2 for t in trains.values()), trains
+    assert {dag_id: (t["pool"], t["pool_slots"]) for dag_id, t in trains.items()} == \
+        {PPYOLOE: ("cpu_devices", 2), YOLOR: ("cpu_devices", 1)}, trains
     first, second = sorted(trains.values(), key=lambda t: _when(t["start_date"]))
     # both were waiting for the pool at the same time, and the second only started once the first had ended
     assert _when(second["scheduled_when"]) < _when(first["end_date"]), (first, second)

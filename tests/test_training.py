@@ -25,7 +25,6 @@ from npuflow.proc import JOB_ENV, StageProcess, job_processes
 from npuflow.recipe import load_recipe, load_recipe_file
 from tests.conftest import ROOT, VENV_BIN, free_port
 
-YOLOR = "yolor_p6_coco"
 SSD = "ssd300_coco"
 PPYOLOE = "ppyoloe_plus_crn_l_80e_coco"
 
@@ -80,26 +79,6 @@ def _epochs(lines: list[str], pattern: str) -> list[int]:
     return sorted({int(m.group(1)) for line in lines for m in [re.search(pattern, line)] if m})
 
 
-def test_torchrun_rank_killed_mid_epoch_fails_naming_it_and_the_retry_resumes(tmp_path: Path) -> None:
-    plan = _prepared(_plan(tmp_path, YOLOR, {"epochs": 5, "batch_size": 2}))
-    _state, log, on_start = _kill_rank_when("Epoch:[2][1/")
-    with pytest.raises(StageFailed) as failed:
-        _run(plan, "train", log=log, on_start=on_start, attempt=1)
-    message = str(failed.value)
-    assert "failing rank 1 (local rank 1) killed by SIGKILL [torchrun's root cause]" in message
-    weights = Path(plan.variables["weights_dir"])
-    done = sorted(int(p.stem.split("_")[1]) for p in weights.glob("epoch_*.pt"))
-    assert done and done[-1] >= 1
-
-    lines: list[str] = []
-    result = _run(plan, "train", log=lines.append, attempt=2)
-    assert result["ok"] and "--resume" in result["argv"]
-    assert any(f"continues from {weights}/epoch_{done[-1]:03d}.pt" in line for line in lines)
-    # No epoch up to the checkpoint is trained again; training finishes the remaining ones.
-    assert _epochs(lines, r"Epoch:\[(\d+)\]") == list(range(done[-1] + 1, 5))
-    assert result["metrics"]["train_steps"] > 0
-
-
 def test_ssd_rank_killed_mid_epoch_resumes_from_the_work_dirs_epoch_n_pth_and_follows_the_new_log_json(
         tmp_path: Path) -> None:
     plan = _prepared(_plan(tmp_path, SSD, {"epochs": 6}))
@@ -146,17 +125,17 @@ def test_paddle_rank_killed_mid_epoch_is_named_and_ppdet_resumes_with_r(tmp_path
 
 
 def test_an_incomplete_newest_checkpoint_is_skipped_for_the_previous_one(tmp_path: Path) -> None:
-    plan = _prepared(_plan(tmp_path, YOLOR, {"epochs": 2}))
+    plan = _prepared(_plan(tmp_path, SSD, {"epochs": 2}))
     _run(plan, "train", attempt=1)
-    weights = Path(plan.variables["weights_dir"])
-    newest = weights / "epoch_001.pt"
+    work_dir = Path(plan.variables["work_dir"])
+    newest = work_dir / "epoch_2.pth"
     newest.write_bytes(newest.read_bytes()[:-100])  # a node died while writing it
-    plan2 = _plan(tmp_path, YOLOR, {"epochs": 3})
+    plan2 = _plan(tmp_path, SSD, {"epochs": 3})
     lines: list[str] = []
     result = _run(plan2, "train", log=lines.append, attempt=2)
-    assert any("skipping incomplete checkpoint" in line and "epoch_001.pt" in line for line in lines)
-    assert result["argv"][-2:] == ["--resume", str(weights / "epoch_000.pt")]
-    assert _epochs(lines, r"Epoch:\[(\d+)\]") == [1, 2]
+    assert any("skipping incomplete checkpoint" in line and "epoch_2.pth" in line for line in lines)
+    assert result["argv"][-2:] == ["--resume-from", str(work_dir / "epoch_1.pth")]
+    assert _epochs(lines, r"Epoch \[(\d+)\]") == [2, 3]
 
 
 def _two_nodes(plans: list[Plan], log_format: str) -> list[list[str]]:
@@ -185,13 +164,13 @@ def _digests(lines: list[str]) -> dict[str, str]:
 
 def test_two_torchrun_nodes_on_loopback_c10d_end_with_the_same_parameters(tmp_path: Path) -> None:
     master = f"127.0.0.1:{free_port()}"
-    plans = [_prepared(_plan(tmp_path, YOLOR, {"epochs": 2, "nnodes": 2, "node_rank": r, "master": master,
-                                               "rendezvous": "c10d"}, node=f"n{r}")) for r in (0, 1)]
+    plans = [_prepared(_plan(tmp_path, SSD, {"epochs": 2, "nnodes": 2, "node_rank": r, "master": master,
+                                             "rendezvous": "c10d"}, node=f"n{r}")) for r in (0, 1)]
     assert "--rdzv-endpoint" in plans[1].stage("train").argv
-    logs = _two_nodes(plans, "yolor")
+    logs = _two_nodes(plans, "mmdet_json")
     digests = {**_digests(logs[0]), **_digests(logs[1])}
     assert sorted(digests) == ["0", "1", "2", "3"]  # world size 4: two ranks on each node
-    # only the node that got global rank 0 writes last.pt; the other says so instead of failing on it
+    # only the node that got global rank 0 writes latest.pth; the other says so instead of failing on it
     written = [Path(p.stage("train").outputs["checkpoint"][0]).is_file() for p in plans]
     assert sorted(written) == [False, True], written
     assert any("global rank 0 ran on another" in line for line in logs[written.index(False)])
@@ -266,21 +245,21 @@ def _wait_for(predicate, timeout: float, every: float = 0.2) -> bool:
 
 def test_killing_the_airflow_task_leaves_no_process_of_the_job(airflow_env: dict) -> None:
     """SIGTERM to the task process is what Airflow sends on "mark failed" and on a timeout (it calls on_kill)."""
-    conf = {"profile": "smoke", "epochs": 500, "batch_size": 2}
-    dags = subprocess.Popen([str(VENV_BIN / "airflow"), "dags", "test", YOLOR, "-c", json.dumps(conf)],
+    conf = {"profile": "smoke", "epochs": 500}
+    dags = subprocess.Popen([str(VENV_BIN / "airflow"), "dags", "test", SSD, "-c", json.dumps(conf)],
                             env=airflow_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     try:
-        runs = Path(airflow_env["NPUFLOW_RUNS_DIR"]) / YOLOR
-        assert _wait_for(lambda: any("Epoch:[" in p.read_text(errors="replace")
+        runs = Path(airflow_env["NPUFLOW_RUNS_DIR"]) / SSD
+        assert _wait_for(lambda: any("Epoch [" in p.read_text(errors="replace")
                                      for p in runs.glob("*/train/stage.log")), 240), "training never started"
-        pids = _job_pids(f"{YOLOR}/")
+        pids = _job_pids(f"{SSD}/")
         assert len(pids) >= 3  # torchrun and its two ranks
         launcher = min(pids, key=lambda pid: psutil.Process(pid).create_time())
         task_process = psutil.Process(launcher).ppid()
         killed_at = time.monotonic()
         os.kill(task_process, signal.SIGTERM)
-        assert _wait_for(lambda: not _job_pids(f"{YOLOR}/"), 10), _job_pids(f"{YOLOR}/")
+        assert _wait_for(lambda: not _job_pids(f"{SSD}/"), 10), _job_pids(f"{SSD}/")
         assert time.monotonic() - killed_at < 10
     finally:
         os.killpg(dags.pid, signal.SIGKILL)
@@ -289,21 +268,21 @@ def test_killing_the_airflow_task_leaves_no_process_of_the_job(airflow_env: dict
 
 def test_a_sigkilled_task_process_takes_its_launcher_and_ranks_with_it(tmp_path: Path) -> None:
     """No on_kill runs when the task process is SIGKILLed (a lost heartbeat); PDEATHSIG still stops the job."""
-    plan = _prepared(_plan(tmp_path, YOLOR, {"epochs": 500, "batch_size": 2}))
+    plan = _prepared(_plan(tmp_path, SSD, {"epochs": 500}))
     job = job_marker(plan, plan.stage("train"))
     script = (
         "import sys\n"
         "from npuflow.plan import build_plan\n"
         "from npuflow.recipe import load_recipe\n"
         "from npuflow.execute import execute_stage\n"
-        f"plan = build_plan(load_recipe('{YOLOR}'), {{'profile': 'smoke', 'epochs': 500, 'batch_size': 2}}, "
+        f"plan = build_plan(load_recipe('{SSD}'), {{'profile': 'smoke', 'epochs': 500}}, "
         f"run_id='t1', runs_root=__import__('pathlib').Path('{tmp_path / 'n0'}'))\n"
-        "execute_stage(plan, plan.stage('train'), log=print, log_format='yolor')\n"
+        "execute_stage(plan, plan.stage('train'), log=print, log_format='mmdet_json')\n"
     )
     task = subprocess.Popen([str(VENV_BIN / "python"), "-c", script], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:
         for line in task.stdout:
-            if "Epoch:[" in line:
+            if "Epoch [" in line:
                 break
         assert len(job_processes(job)) >= 3
         task.kill()
@@ -316,12 +295,12 @@ def test_a_sigkilled_task_process_takes_its_launcher_and_ranks_with_it(tmp_path:
 def test_a_retry_that_resumes_from_the_last_checkpoint_succeeds_with_nothing_to_train(tmp_path: Path) -> None:
     """Try 1 trained every epoch and then died (in the final evaluation, say): try 2 resumes from the last
     checkpoint, logs no step line, and is a success with the model on disk, not a failure for a silent log."""
-    plan = _prepared(_plan(tmp_path, YOLOR, {"epochs": 2, "batch_size": 2}))
+    plan = _prepared(_plan(tmp_path, SSD, {"epochs": 2}))
     first = _run(plan, "train", attempt=1)
     assert first["metrics"]["train_steps"] > 0
     lines: list[str] = []
     second = _run(plan, "train", log=lines.append, attempt=2)
-    assert second["ok"] and "--resume" in second["argv"]
+    assert second["ok"] and "--resume-from" in second["argv"]
     assert second["metrics"]["train_steps"] == 0 and second["result"]["metrics"]["resumed_finished"]
     assert "the training had already finished" in "\n".join(lines)
     # The same silent log from a try that trained from scratch is refused: the parser must read its steps.

@@ -2,10 +2,14 @@
 
 - ``cityscapes_train_ids``: ``*_gtFine_labelTrainIds.png`` from the gtFine polygons, drawn by the official
   cityscapesscripts (``json2labelImg(..., "trainIds")``, what ``csCreateTrainIdLabelImgs`` runs).
-- ``coco_to_yolo``: YOLO labels, list files and ``data.yaml`` from COCO's instances JSON (80-class index in
+- ``coco_to_yolo``: YOLO labels, list files and ``coco.yaml`` from COCO's instances JSON (80-class index in
   category-id order, normalised ``cls xc yc w h``, crowd boxes skipped), so no third-party label archive is needed.
+  The YOLOR port's ``test.py`` maps class indexes to COCO ids only for a data file named ``coco.yaml`` and reads
+  the ground truth from ``<path>/annotations/instances_val2017.json``; it opens the list files from its own
+  folder, so every path in ``coco.yaml`` is absolute.
 
-Each step writes atomically and skips what is already done, so a rerun after a crash finishes the rest.
+Each step writes atomically and skips what is already done, so a rerun after a crash finishes the rest. ``home``
+is where the folder will live when it is built elsewhere first (the generated sets).
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ def _train_ids_one(polygons: str) -> str:
     return dst
 
 
-def cityscapes_train_ids(root: Path, splits: list[str], log: Log = print) -> dict[str, Any]:
+def cityscapes_train_ids(root: Path, splits: list[str], log: Log = print, home: Path | None = None) -> dict[str, Any]:
     todo = []
     for split in splits:
         for polygons in sorted((root / "gtFine" / split).glob("*/*_gtFine_polygons.json")):
@@ -69,7 +73,13 @@ def _write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def coco_to_yolo(root: Path, splits: list[str], log: Log = print) -> dict[str, Any]:
+#: The YOLO data file, named as the port's own data/coco.yaml (see the module docstring).
+DATA_FILE = "coco.yaml"
+
+
+def coco_to_yolo(root: Path, splits: list[str], log: Log = print, home: Path | None = None) -> dict[str, Any]:
+    """``home``: where ``root`` will live once moved into place (a generated set is built beside it), for the
+    absolute paths of ``coco.yaml``."""
     done: dict[str, Any] = {}
     names: list[str] = []
     for split in splits:
@@ -100,9 +110,10 @@ def coco_to_yolo(root: Path, splits: list[str], log: Log = print) -> dict[str, A
             images.symlink_to(Path("..") / split, target_is_directory=True)  # the COCO images, not a copy
         _write_text(root / f"{split}.txt", "".join(lines))
         done[split] = {"images": len(lines), "boxes": boxes}
-    _write_text(root / "data.yaml", json.dumps({
-        "train": f"./{splits[0]}.txt", "val": f"./{splits[-1]}.txt", "nc": len(names), "names": names},
-        indent=1) + "\n")  # JSON is YAML: YOLOR's yaml.load reads it
+    where = (home or root).absolute()
+    _write_text(root / DATA_FILE, json.dumps({
+        "path": str(where), "train": str(where / f"{splits[0]}.txt"), "val": str(where / f"{splits[-1]}.txt"),
+        "nc": len(names), "names": names}, indent=1) + "\n")  # JSON is YAML: YOLOR's yaml.load reads it
     log(f"coco_to_yolo: {json.dumps(done)}")
     return done
 

@@ -4,7 +4,8 @@ Provenance wants "which data trained this model" as a digest of the files' conte
 (19 GB) are not worth re-reading every night. Each file's SHA-256 is kept in a cache (one JSON per dataset root;
 the validate stage keeps them under the runs root) keyed by its path, size and modification time; a file whose
 three are unchanged is not read again. The digest covers every regular file under the root but hidden ones
-(partial downloads, caches).
+(partial downloads, caches) and the label caches a toolkit writes into the dataset as it trains (the YOLOR port's
+``labels/<split>.cache3``): those are derived, and the next run would otherwise see "other data".
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 CHUNK = 1 << 20
+#: Files a toolkit writes into a dataset it reads: the YOLOR port's label caches (``.cache3``; ``.cache`` in YOLOv5).
+TOOLKIT_CACHES = (".cache3", ".cache")
 #: Where the validate program keeps the caches when it is not told (the stage passes <runs root>/.cache/...).
 DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "npuflow" / "dataset-digest"
 
@@ -54,7 +57,7 @@ def _files(root: Path) -> list[tuple[str, os.stat_result]]:
     for folder, dirs, names in os.walk(root, followlinks=True):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in names:
-            if name.startswith("."):
+            if name.startswith(".") or name.endswith(TOOLKIT_CACHES):
                 continue
             path = Path(folder) / name
             st = path.stat()

@@ -141,6 +141,6 @@ CATALOGUE: list[Fault] = [
     Fault("yolo_pixel_coords", "yolo", "coords_not_normalized", lambda r: _label_rows(r, "0 48 32 20 10\n")),
     Fault("yolo_zero_height", "yolo", "box_not_positive", lambda r: _label_rows(r, "1 0.5 0.5 0.2 0\n")),
     Fault("yolo_nc_mismatch", "yolo", "class_count_mismatch",
-          lambda r: _edit_json(r / "data.yaml", lambda d: d.update(nc=80))),
+          lambda r: _edit_json(r / "coco.yaml", lambda d: d.update(nc=80))),
     Fault("yolo_truncated_image", "yolo", "unreadable_image", lambda r: _truncate(_first(r, "val2017/*.jpg"))),
 ]

@@ -94,7 +94,7 @@ def prepare(spec_name: str, root: Path, source: dict[str, Any], log: Any = print
                                   categories=source.get("categories", 3))
         for step_spec in chain:
             for step in step_spec.get("derive", []):
-                STEPS[step](tmp, _splits(step_spec), log=log)
+                STEPS[step](tmp, _splits(step_spec), log=log, home=root)
         if root.exists():
             shutil.rmtree(root)
         root.parent.mkdir(parents=True, exist_ok=True)

@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from npuflow.datasets.derive import DATA_FILE
 from npuflow.datasets.findings import Findings, check_count, header_or_problem
 
 #: Findings that are reported but let the run go on (a background image has an empty label file).
@@ -68,7 +69,7 @@ def _check_image(item: tuple[Path, int | None]) -> list[tuple[str, str]]:
 
 
 def _classes(root: Path, found: Findings, expect: dict[str, Any]) -> int | None:
-    data_yaml = root / "data.yaml"
+    data_yaml = root / DATA_FILE
     nc = expect.get("categories")
     if not data_yaml.is_file():
         found.warn("missing_data_yaml", f"{data_yaml} (the class count comes from the spec: {nc})")

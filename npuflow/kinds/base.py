@@ -147,6 +147,7 @@ class RunContext(_Inputs):
     log: Log
     hosts_rank0: bool = True  # c10d assigns ranks in rendezvous order: global rank 0 may be on another node
     resumed_with: list[str] = field(default_factory=list)  # the resume flag this try added (empty: from scratch)
+    log_format: str = ""  # the recipe's: which npuflow.logparse parser reads the toolkit's lines
 
     @property
     def stage_dir(self) -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,11 @@ class Train(StageKind):
                 "description": "Images per card and step. For a log without a throughput field (MMDetection's "
                                "log.json), training images/s is then computed from the step times as the SSD port's "
                                "calc_fps.py <log.json> <world_size> <batch_per_card> does."},
+            "completed_line": {
+                "type": "string",
+                "description": "A line (regular expression) the node of global rank 0 prints only when the training "
+                               "ran to its end: the YOLOR port returns with exit code 0 from a non-finite loss, so "
+                               "the exit code alone does not say the training finished."},
             "config_overlay": {
                 "type": "object",
                 "additionalProperties": False,
@@ -71,6 +77,12 @@ class Train(StageKind):
         out.write_text(yaml.safe_dump({overlay["key"]: [str(base)], **data}, sort_keys=False))
 
     def collect(self, run: RunContext, outputs: dict[str, str], metrics: dict[str, Any] | None) -> TrainResult:
+        completed = run.stage.settings.get("completed_line")
+        if completed and run.hosts_rank0:
+            log_text = (run.stage_dir / "stage.log").read_text(errors="replace")
+            if not re.search(completed, log_text):
+                raise StageRefused(f"stage {run.stage.name}: the training exited 0 but never printed its completion "
+                                   f"line ({completed!r}): it stopped early (see the last lines of the log)")
         if metrics is not None:
             if metrics["train_steps"] == 0:
                 if run.resumed_with:

@@ -35,17 +35,22 @@ def model_arguments(description: str) -> argparse.ArgumentParser:
     return p
 
 
-def example_image(model: Any, data: Any) -> tuple[Any, dict[str, Any]]:
-    """The first val image the model detects something in, and torch's detections on it."""
+def example_image(model: Any, data: Any, info: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """The first val image the model detects something in, and torch's detections on it. An adapter whose decode
+    has no branch on the number of boxes (``trace_safe``) may trace on an image with none: an untrained model."""
     import torch
 
     model.eval()
+    first = None
     with torch.no_grad():
         for i in range(len(data)):
             img, _ = data[i]
             det = model([img])[0]
             if len(det["boxes"]):
                 return img, det
+            first = first or (img, det)
+    if first is not None and info.get("trace_safe"):
+        return first
     raise LookupError(f"the model detects nothing on any of the {len(data)} {data.img_dir.name} images: a traced "
                       f"export would keep no detection branch")
 
@@ -83,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     model, info = adapter.load(str(args.checkpoint))
     data = CocoBoxes.split(args.dataset_root, args.split, tuple(info["img_size"]))
     try:
-        img, det = example_image(model, data)
+        img, det = example_image(model, data, info)
     except LookupError as exc:
         return refuse(str(exc))
     export(model, info, img, args.out, opset=args.opset)

@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         return refuse(str(exc))
     torch.manual_seed(args.seed)
     model, info = adapter.load(str(args.checkpoint))
-    fake_quants = qat.prepare(model, info["quant_target"], tuple(info["img_size"]))
+    fake_quants = qat.prepare(model, info["quant_target"], tuple(info["img_size"]), info.get("quant_mode", "fx"))
     model.to(device)
     data = adapter.train_data(str(args.dataset_root), info)
     sampler = DistributedSampler(data, num_replicas=world, rank=rank, seed=args.seed) if world > 1 else None
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         qat.freeze(model)
         val = CocoBoxes.split(args.dataset_root, args.split, tuple(info["img_size"]))
         try:
-            img, _ = example_image(model, val)
+            img, _ = example_image(model, val, info)
         except LookupError as exc:
             return refuse(f"after QAT {exc}")
         export(model, info, img, args.out)

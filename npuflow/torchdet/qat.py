@@ -8,6 +8,11 @@ it trains under DDP like any module, and its ``FakeQuantize`` modules export thr
 QuantizeLinear/DequantizeLinear pairs, the format onnxruntime runs as INT8. Moving to PT2E touches only this
 file. The scheme matches onnxruntime's QDQ defaults: activations U8 per tensor (affine), weights S8 per output
 channel (symmetric).
+
+A model whose forward FX cannot trace (the YOLOR port's Darknet loops over its layers with routes and shortcuts)
+says ``quant_mode: modules`` in its adapter's info: every ``Conv2d`` of the target is swapped for its QAT twin
+(weights fake-quantized) with a fake-quantized output, eager mode, the same scheme; the export turns both into
+QuantizeLinear/DequantizeLinear pairs alike.
 """
 
 from __future__ import annotations
@@ -34,18 +39,33 @@ def _qconfig_mapping():
     return QConfigMapping().set_global(QConfig(activation=act, weight=weight))
 
 
-def prepare(model: nn.Module, target: str, img_size: tuple[int, int]) -> int:
-    """Replace ``model.<target>`` by its fake-quantized FX graph (train mode); returns the fake-quant count."""
-    from torch.ao.quantization.quantize_fx import prepare_qat_fx
+MODES = ("fx", "modules")
 
+
+def prepare(model: nn.Module, target: str, img_size: tuple[int, int], mode: str = "fx") -> int:
+    """Fake-quantize ``model.<target>`` (train mode): its FX graph, or (``modules``) each of its convolutions;
+    returns the fake-quant count."""
+    if mode not in MODES:
+        raise ValueError(f"quant_mode {mode!r}: one of {MODES}")
     parent_name, _, leaf = target.rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model
     sub = getattr(parent, leaf)
     sub.train()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the deprecation notice, once per observer
-        prepared = prepare_qat_fx(sub, _qconfig_mapping(), (torch.rand(1, 3, *img_size),))
-    setattr(parent, leaf, prepared)
+        if mode == "fx":
+            from torch.ao.quantization.quantize_fx import prepare_qat_fx
+
+            setattr(parent, leaf, prepare_qat_fx(sub, _qconfig_mapping(), (torch.rand(1, 3, *img_size),)))
+        else:
+            from torch.ao.nn.qat import Conv2d as QatConv2d
+            from torch.ao.quantization import prepare_qat
+
+            qconfig = _qconfig_mapping().global_qconfig
+            for module in sub.modules():
+                if isinstance(module, nn.Conv2d):
+                    module.qconfig = qconfig
+            prepare_qat(sub, mapping={nn.Conv2d: QatConv2d}, inplace=True)
     return fake_quant_count(model)
 
 

@@ -17,7 +17,7 @@ KINDS = sorted(registry())
 
 def test_the_registry_finds_every_kind_module() -> None:
     assert set(KINDS) == {"prepare_dataset", "validate_dataset", "train", "export", "compress", "evaluate",
-                          "benchmark", "infer", "report", "onnx_export", "qat", "gate"}
+                          "benchmark", "infer", "report", "onnx_export", "qat", "gate", "test_checkpoint"}
 
 
 @pytest.mark.parametrize("name", KINDS)
@@ -43,7 +43,7 @@ def test_only_stages_that_hold_cards_get_preflight_resume_and_the_pool() -> None
 
 def test_project_kinds_build_their_command_and_toolkit_kinds_take_the_recipes() -> None:
     toolkit = {n for n, k in registry().items() if k.toolkit}
-    assert toolkit == {"train", "export", "compress", "evaluate", "infer"}
+    assert toolkit == {"train", "export", "compress", "evaluate", "infer", "test_checkpoint"}
     for dag in ("picodet_s_416_coco_npu_qat", "ssd300_coco"):
         plan = build_plan(load_recipe(dag), {"profile": "smoke"}, run_id="contract")
         for stage in plan.stages:
