@@ -8,8 +8,10 @@ FROM ${BASE_IMAGE}
 ARG TORCH_PACKAGES="torch==2.1.0 torch_npu==2.1.0.post3 torchvision==0.16.0"
 ARG MODELZOO_REPO=https://gitee.com/ascend/ModelZoo-PyTorch.git
 ARG MODELZOO_REF=master
-# tensorboard: the YOLOR port's train.py imports torch.utils.tensorboard (its 1.8_requirements.txt lists it).
-ARG PIP_PACKAGES="onnx onnxruntime faster-coco-eval==1.8.0 pycocotools PyYAML jsonschema psutil tensorboard"
+# onnxruntime-cann: the CANN build of onnxruntime (the benchmark asks for CANNExecutionProvider on the NPU; the
+# plain onnxruntime wheel has only the CPU provider). tensorboard: the YOLOR port's train.py imports
+# torch.utils.tensorboard (its 1.8_requirements.txt lists it).
+ARG PIP_PACKAGES="onnx onnxruntime-cann faster-coco-eval==1.8.0 pycocotools PyYAML jsonschema psutil tensorboard"
 SHELL ["/bin/sh", "-eu", "-c"]
 # hadolint ignore=DL3013
 RUN if [ -n "${TORCH_PACKAGES}" ]; then python3 -m pip install --no-cache-dir ${TORCH_PACKAGES}; fi; \

@@ -198,9 +198,12 @@ def _check_compression(run: Path, report: dict, kinds: dict[str, str]) -> None:
         assert 0.0 <= report["measured"]["eval_int8.bbox_map"] <= 100.0  # the toolkit's eval.py on the INT8 model
     md = (run / "report.md").read_text()
     assert "| export | fp32 |" in md and "| compress | int8 |" in md and "| compress vs FP32 |" in md
-    if kinds["compress"] == "compress":  # Paddle Inference: the report says whether INT8 kernels ran
-        assert fp32_bench["settings"]["int8_execution"] is None
+    assert fp32_bench["settings"]["int8_execution"] is None  # the report says whether INT8 kernels ran
+    if kinds["compress"] == "compress":  # Paddle Inference
         assert "| compress: INT8 execution | int8 kernels (oneDNN) |" in md
+    else:  # onnxruntime's profile of a run: the QDQ pairs fused into QLinearConv on the CPU provider
+        assert int8_bench["settings"]["int8_execution"].startswith("int8 kernels: QLinearConv x")
+        assert "| compress: INT8 execution | int8 kernels: QLinearConv x" in md
     assert Path(int8["files"]["model"]).is_relative_to(run / "compress")  # inside its stage's folder
 
 

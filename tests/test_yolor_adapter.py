@@ -62,14 +62,26 @@ def test_convolution_wise_qat_fake_quantizes_a_model_fx_cannot_trace(tmp_path: P
     with pytest.raises(Exception, match="control flow"):
         qat.prepare(torch.nn.Sequential(Routed()), "0", (16, 16), "fx")
     model = torch.nn.Sequential(Routed())
-    assert qat.prepare(model, "0", (16, 16), "modules") == 4  # weights and output of each convolution
+    assert qat.prepare(model, "0", (16, 16), "modules") == 6  # input, weights and output of each convolution
     model(torch.rand(2, 3, 16, 16)).sum().backward()  # trains
     qat.freeze(model)
     model.eval()
     out = tmp_path / "q.onnx"
-    torch.onnx.export(model, (torch.rand(1, 3, 16, 16),), str(out), dynamo=False, opset_version=17)
+    torch.onnx.export(model, (torch.rand(1, 3, 16, 16),), str(out), dynamo=False, opset_version=17,
+                      input_names=["images"])
     from npuflow.model_ops import quantize_ops
 
-    assert quantize_ops(out) == 8  # a QuantizeLinear/DequantizeLinear pair per fake-quant
+    assert quantize_ops(out) == 12  # a QuantizeLinear/DequantizeLinear pair per fake-quant
+    from npuflow.programs.onnx_detection_bench import int8_execution, kernels_run
+
+    ran = kernels_run(out, "cpu", 1, {"images": torch.rand(1, 3, 16, 16).numpy()})
+    assert ran["QLinearConv"] == {"CPUExecutionProvider": 2} and "Conv" not in ran  # INT8 kernels, both
+    assert int8_execution(ran, 12, "cpu").startswith("int8 kernels: QLinearConv x2 on CPUExecutionProvider")
+    assert int8_execution(ran, 0, "cpu") is None
+    simulated = {"Conv": {"CPUExecutionProvider": 2}, "QuantizeLinear": {"CANNExecutionProvider": 3},
+                 "DequantizeLinear": {"CANNExecutionProvider": 3}}
+    assert int8_execution(simulated, 6, "npu") == (
+        "simulated: no integer kernel ran, the quantize/dequantize ops wrap FP kernels; fell back from "
+        "CANNExecutionProvider: Conv x2 on CPUExecutionProvider")
     with pytest.raises(ValueError, match="quant_mode"):
         qat.prepare(torch.nn.Sequential(Routed()), "0", (16, 16), "pt2e")
