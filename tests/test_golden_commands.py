@@ -99,9 +99,11 @@ GOLDEN = [
      "python test.py --data /data/coco/coco.yaml --img 1280 --batch 32 --conf 0.001 --iou 0.65 --cfg cfg/yolor_p6.cfg "
      "--weights {run_dir}/train/runs/yolor_p6_npu_8p_full/weights/last.pt --name yolor_val --device npu --npu 0 "
      "--project {run_dir}/test --exist-ok --save-json"),
-    # seed 004, training section; --data_path is the seed's data/coco inside the port's folder.
+    # seed 004, training section. Adapted: --data_path is outside the port's folder (the script runs `rm -rf
+    # <port>/data/coco` before linking --data_path there: the seed's own data/coco would be deleted), and the
+    # script's --train_epochs/--batch_size carry the run's values (issue 21; the SSD port's entry point next).
     ("ssd300_coco", "train", "/opt/ModelZoo-PyTorch/PyTorch/contrib/cv/detection/SSD", {},
-     "bash ./test/train_full_8p.sh --data_path=/opt/ModelZoo-PyTorch/PyTorch/contrib/cv/detection/SSD/data/coco"),
+     "bash ./test/train_full_8p.sh --data_path=/data/coco --train_epochs=24 --batch_size=8"),
 ]
 
 
@@ -162,3 +164,16 @@ def test_one_card_yolor_trains_one_rank_on_card_0() -> None:
     argv = plan.stage("train").argv
     assert argv[argv.index("--device-num") + 1] == "1" and argv[argv.index("--npu") + 1] == "0"
     assert argv[argv.index("--name") + 1] == "yolor_p6_npu_1p_full"
+
+
+def test_the_ssd_script_is_never_given_the_folder_it_deletes() -> None:
+    """test/train_full_8p.sh runs ``rm -rf <port>/data/coco`` before it links ``--data_path`` there: a dataset
+    in that folder (the seed's layout, the recipe's default until issue 21) was deleted by the first night."""
+    from npuflow.toolkits.checkout import upstream_root
+
+    script = (upstream_root() / "ModelZoo-PyTorch/PyTorch/contrib/cv/detection/SSD/test/train_full_8p.sh").read_text()
+    assert "default_data_path=${cur_path}/data/" in script and "rm -rf ${default_data_path}/coco" in script
+    for params in ({}, {"device_count": 1}):
+        train = build_plan(load_recipe("ssd300_coco"), {"profile": "production", **params}, run_id="golden").stage("train")
+        data_path = next(a.split("=", 1)[1] for a in train.argv if a.startswith("--data_path="))
+        assert not Path(data_path).resolve().is_relative_to(Path(train.cwd) / "data"), data_path
