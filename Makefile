@@ -122,5 +122,8 @@ lock:
 	# paddleslim pins opencv-python==4.6.0.66 against ppdet's <=4.6.0 (ResolutionImpossible in one step, FACTS);
 	# it runs with the resolved opencv. Its real import beyond the set is pyzmq (swig is a build tool).
 	/tmp/npuflow-lock/bin/pip install -q --no-deps paddleslim==2.6.0 pyzmq
+	# The SSD port's config loader: mmcv 1.2.7 without its ops (pure Python; the ops need torch <= 2.1), with the
+	# yapf its Config.pretty_text calls (yapf >= 0.40.2 dropped FormatCode's verify argument).
+	/tmp/npuflow-lock/bin/pip install -q --no-deps "mmcv==1.2.7" addict "yapf==0.30.0"
 	{ sed -n '/^[^#]/q;p' requirements/lock.txt; /tmp/npuflow-lock/bin/pip freeze --all | grep -v -E '^(-e|pip==)'; } > requirements/lock.new
 	mv requirements/lock.new requirements/lock.txt

@@ -19,6 +19,29 @@ RUN if [ -n "${TORCH_PACKAGES}" ]; then python3 -m pip install --no-cache-dir ${
       git clone --depth 1 --branch "${MODELZOO_REF}" "${MODELZOO_REPO}" /opt/ModelZoo-PyTorch; \
     fi; \
     if [ -n "${PIP_PACKAGES}" ]; then python3 -m pip install --no-cache-dir ${PIP_PACKAGES}; fi
+# The SSD port (seed 004) trains on mmcv 1.2.7 built with its ops after the port's mmcv_need/ files are copied over
+# its source (the port's README), and imports mmpycocotools (its requirements/runtime.txt). mmcv-full's PyPI sdist
+# is the v1.2.7 source; it and mmpycocotools build only without build isolation (their setup.py imports
+# pkg_resources and numpy/cython), so the build tools are pinned first. Measured on a CPU against torch 2.1.0: 5 min.
+ARG MMCV_VERSION=1.2.7
+# hadolint ignore=DL3003,DL3013
+RUN if [ -n "${MODELZOO_REF}" ] && [ -n "${MMCV_VERSION}" ]; then \
+      ssd=/opt/ModelZoo-PyTorch/PyTorch/contrib/cv/detection/SSD; \
+      src="/tmp/mmcv/mmcv-full-${MMCV_VERSION}"; \
+      python3 -m pip install --no-cache-dir "setuptools<70" wheel "cython<3" ninja "numpy<2"; \
+      python3 -m pip download --no-cache-dir --no-deps --no-build-isolation --no-binary :all: \
+        "mmcv-full==${MMCV_VERSION}" -d /tmp/mmcv; \
+      tar -xzf "/tmp/mmcv/mmcv-full-${MMCV_VERSION}.tar.gz" -C /tmp/mmcv; \
+      cp -f "$ssd/mmcv_need/_functions.py" "$ssd/mmcv_need/data_parallel.py" "$ssd/mmcv_need/distributed.py" \
+        "$src/mmcv/parallel/"; \
+      cp -f "$ssd/mmcv_need/builder.py" "$src/mmcv/runner/optimizer/"; \
+      cp -f "$ssd/mmcv_need/dist_utils.py" "$ssd/mmcv_need/epoch_based_runner.py" "$src/mmcv/runner/"; \
+      cp -f "$ssd/mmcv_need/optimizer.py" "$src/mmcv/runner/hooks/"; \
+      cp -f "$ssd/mmcv_need/symbolic.py" "$src/mmcv/onnx/"; \
+      cd "$src" && MMCV_WITH_OPS=1 MAX_JOBS=8 python3 -m pip install --no-cache-dir --no-build-isolation . && cd /; \
+      python3 -m pip install --no-cache-dir --no-build-isolation -r "$ssd/requirements/runtime.txt" "numpy<2"; \
+      rm -rf /tmp/mmcv; \
+    fi
 COPY npuflow/ /opt/npuflow/npuflow/
 # torch_npu without CANN breaks a plain `import torch` through backend autoload (FACTS); the base has CANN.
 ENV PYTHONPATH=/opt/npuflow

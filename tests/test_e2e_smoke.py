@@ -17,7 +17,7 @@ from npuflow.kinds import kind
 from npuflow.recipe import list_recipes, load_recipe
 from npuflow.toolkits.checkout import checkout_dir
 from tests.conftest import VENV_BIN, embedded_airflow_env
-from tests.test_toolkits import PROJECT_PROGRAMS
+from tests.test_toolkits import PROJECT_PROGRAMS, STAND_INS
 
 DAG = "ppyoloe_plus_crn_l_80e_coco"
 SMOKE_DAGS = [d for d in list_recipes() if "smoke" in load_recipe(d).profiles]
@@ -76,10 +76,12 @@ def test_smoke_dag_runs_end_to_end(smoke_runs: dict, dag_id: str) -> None:
     assert train["world_size"] == recipe.data["profiles"]["smoke"]["device"]["count"] and train["train_steps"] > 0
     assert train["losses_finite"] and all(math.isfinite(v) for v in train["last_losses"].values())
     metrics = [json.loads(line) for line in (run / "train" / "metrics.jsonl").read_text().splitlines()]
-    if recipe.log_format == "mmdet_json":  # no throughput field: calc_fps.py's FPS from the step times
+    if recipe.log_format == "mmdet_json":  # no throughput field: the port's calc_fps.py, or the step times
         steps = [m["batch_cost"] for m in metrics if m["type"] == "train"]
         assert len(steps) == train["train_steps"] > 1
-        batch = int(recipe.data["profiles"]["smoke"]["vars"]["batch_per_card"])
+        batch = int(recipe.data["profiles"]["smoke"]["vars"]["default_batch_per_card"])
+        # calc_fps.py skips the first 50 iterations of each epoch; the smoke epochs have 2 (ZeroDivisionError).
+        assert train["fps_source"].startswith("calc_fps.py gave no number (ZeroDivisionError"), train["fps_source"]
         assert report["measured"]["train.train_ips"] == pytest.approx(2 * batch / (sum(steps[1:]) / len(steps[1:])))
     else:
         assert any(m["type"] == "train" and m["ips_global"] > 0 for m in metrics)
@@ -164,6 +166,9 @@ def _check_toolkit_code(run: Path, dag_id: str) -> None:
         if not kind(spec["kind"]).toolkit:
             continue
         done = json.loads((run / name / "result.json").read_text())
+        if (dag_id, name) in STAND_INS:  # the project's stand-in, with the production argv (tests/test_ssd_port.py)
+            assert done["ok"] and Path(done["cwd"]).resolve().is_relative_to(Path(__file__).parents[1] / "toolkits")
+            continue
         assert done["ok"] and Path(done["cwd"]).resolve().is_relative_to(tree), (name, done["cwd"])
         scripts = [Path(done["cwd"]) / a for a in done["argv"] if a.endswith(".py")]
         assert scripts and all(p.is_file() for p in scripts), (name, done["argv"])

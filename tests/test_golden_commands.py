@@ -34,6 +34,11 @@ ENV_NPU = {"ASCEND_SLOG_PRINT_TO_STDOUT": "0", "ASCEND_GLOBAL_LOG_LEVEL": "3", "
            "TASK_QUEUE_ENABLE": "1", "HCCL_WHITELIST_DISABLE": "1", "PTCOPY_ENABLE": "1",
            "DYNAMIC_OP": "ADD#MUL#DIV#EQ#MASKFill#ADDCDIV#ADDCMUL", "COMBINED_ENABLE": "1", "TRI_COMBINED_ENABLE": "1",
            "HCCL_CONNECT_TIMEOUT": "1800"}
+SSD_DIR = "/opt/ModelZoo-PyTorch/PyTorch/contrib/cv/detection/SSD"
+# The SSD port's test/env_npu.sh exports (HCCL_IF_IP, the node's address, is HCCL's own to find).
+SSD_ENV_NPU = {"ASCEND_SLOG_PRINT_TO_STDOUT": "0", "ASCEND_GLOBAL_LOG_LEVEL": "3", "ASCEND_GLOBAL_EVENT_ENABLE": "0",
+               "TASK_QUEUE_ENABLE": "1", "PTCOPY_ENABLE": "1", "COMBINED_ENABLE": "1", "DYNAMIC_OP": "ADD#MUL",
+               "HCCL_WHITELIST_DISABLE": "1"}
 
 GOLDEN = [
     # seed 000, section 3 (after `export FLAGS_npu_jit_compile=0; export FLAGS_use_stride_kernel=0`).
@@ -99,11 +104,18 @@ GOLDEN = [
      "python test.py --data /data/coco/coco.yaml --img 1280 --batch 32 --conf 0.001 --iou 0.65 --cfg cfg/yolor_p6.cfg "
      "--weights {run_dir}/train/runs/yolor_p6_npu_8p_full/weights/last.pt --name yolor_val --device npu --npu 0 "
      "--project {run_dir}/test --exist-ok --save-json"),
-    # seed 004, training section. Adapted: --data_path is outside the port's folder (the script runs `rm -rf
-    # <port>/data/coco` before linking --data_path there: the seed's own data/coco would be deleted), and the
-    # script's --train_epochs/--batch_size carry the run's values (issue 21; the SSD port's entry point next).
-    ("ssd300_coco", "train", "/opt/ModelZoo-PyTorch/PyTorch/contrib/cv/detection/SSD", {},
-     "bash ./test/train_full_8p.sh --data_path=/data/coco --train_epochs=24 --batch_size=8"),
+    # seed 004, training section: test/train_full_8p.sh -> tools/dist_train.sh's per-rank line (one process per
+    # card, here under torchrun) with the script's --cfg-options and test/env_npu.sh's exports. Adapted: this run's
+    # --work-dir (the script wipes the shared ./work_dirs/ssd300_coco_npu_8p) and its dataset as --cfg-options (the
+    # script deletes <port>/data/coco to link --data_path there); tests/test_ssd_port.py holds each to the script.
+    ("ssd300_coco", "train", SSD_DIR,
+     {"ASCEND_RT_VISIBLE_DEVICES": "0,1,2,3,4,5,6,7", **SSD_ENV_NPU, "PYTHONPATH": SSD_DIR},
+     "python -m torch.distributed.run --nproc_per_node 8 --standalone tools/train.py configs/ssd/ssd300_coco_npu_8p.py "
+     "--launcher pytorch --work-dir {run_dir}/train/work_dir --cfg-options total_epochs=24 data.samples_per_gpu=8 "
+     "data.train.dataset.ann_file=/data/coco/annotations/instances_train2017.json "
+     "data.train.dataset.img_prefix=/data/coco/train2017/ "
+     "data.val.ann_file=/data/coco/annotations/instances_val2017.json data.val.img_prefix=/data/coco/val2017/ "
+     "data.test.ann_file=/data/coco/annotations/instances_val2017.json data.test.img_prefix=/data/coco/val2017/"),
 ]
 
 
@@ -165,15 +177,3 @@ def test_one_card_yolor_trains_one_rank_on_card_0() -> None:
     assert argv[argv.index("--device-num") + 1] == "1" and argv[argv.index("--npu") + 1] == "0"
     assert argv[argv.index("--name") + 1] == "yolor_p6_npu_1p_full"
 
-
-def test_the_ssd_script_is_never_given_the_folder_it_deletes() -> None:
-    """test/train_full_8p.sh runs ``rm -rf <port>/data/coco`` before it links ``--data_path`` there: a dataset
-    in that folder (the seed's layout, the recipe's default until issue 21) was deleted by the first night."""
-    from npuflow.toolkits.checkout import upstream_root
-
-    script = (upstream_root() / "ModelZoo-PyTorch/PyTorch/contrib/cv/detection/SSD/test/train_full_8p.sh").read_text()
-    assert "default_data_path=${cur_path}/data/" in script and "rm -rf ${default_data_path}/coco" in script
-    for params in ({}, {"device_count": 1}):
-        train = build_plan(load_recipe("ssd300_coco"), {"profile": "production", **params}, run_id="golden").stage("train")
-        data_path = next(a.split("=", 1)[1] for a in train.argv if a.startswith("--data_path="))
-        assert not Path(data_path).resolve().is_relative_to(Path(train.cwd) / "data"), data_path

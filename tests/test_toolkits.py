@@ -32,6 +32,11 @@ ZLIB = "/usr/lib/x86_64-linux-gnu/libz.so.1"
 PROJECT_PROGRAMS = {
     (DEEPLAB, "compress"): "run_seg.py at npu_cann8.0 quantizes on the CPU for every --devices but gpu",
 }
+#: Toolkit stages whose smoke profile runs the project's stand-in (toolkits/) with the production argv, and why.
+STAND_INS = {
+    ("ssd300_coco", "train"): "the SSD port's training calls Ascend-only operators (torch_npu.npu_bounding_box_encode) "
+                              "and gives DDP a card index, which a CPU module refuses (docs/architecture.md)",
+}
 
 
 def _plan(dag_id: str, profile: str, tmp_path: Path, **params):

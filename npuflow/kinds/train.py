@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import ast
+import glob
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +36,12 @@ class Train(StageKind):
                 "description": "Images per card and step. For a log without a throughput field (MMDetection's "
                                "log.json), training images/s is then computed from the step times as the SSD port's "
                                "calc_fps.py <log.json> <world_size> <batch_per_card> does."},
+            "fps_script": {
+                "type": "string",
+                "description": "The toolkit's own throughput script, run as <script> <log.json> <world_size> "
+                               "<batch_per_card> on the newest metrics file (the SSD port's calc_fps.py, whose last "
+                               "line is {'fps': N}). Where it cannot give a number (it skips the first 50 "
+                               "iterations of each epoch), the mean step time gives it, and the metrics say so."},
             "completed_line": {
                 "type": "string",
                 "description": "A line (regular expression) the node of global rank 0 prints only when the training "
@@ -100,7 +110,15 @@ class Train(StageKind):
                                    f"non-finite loss")
             batch = run.stage.settings.get("batch_per_card")
             if batch and metrics.get("step_time_mean_s"):
-                metrics["calc_fps"] = calc_fps(metrics["step_time_mean_s"], metrics["world_size"], int(batch))
+                script = run.stage.settings.get("fps_script")
+                fps, source = _script_fps(script, run.stage.metrics_file, metrics["world_size"], int(batch)) \
+                    if script else (None, "")
+                if fps is None:
+                    fps = calc_fps(metrics["step_time_mean_s"], metrics["world_size"], int(batch))
+                    source = f"{source}; the mean logged step time instead" if source else "the mean logged step time"
+                    if script:
+                        run.log(f"stage {run.stage.name}: {source}")
+                metrics["calc_fps"], metrics["fps_source"] = fps, source
         return TrainResult(metrics=metrics or {}, outputs=outputs)
 
     def summary(self, result: Result | None) -> str:
@@ -128,3 +146,23 @@ class Train(StageKind):
         if "miou" in m.get("eval", {}):
             out["eval_miou"] = 100.0 * m["eval"]["miou"]
         return out
+
+
+def _script_fps(script: str, metrics_glob: str | None, world_size: int, batch: int) -> tuple[float | None, str]:
+    """Images/s as the toolkit's script computes it from the newest log, or None and why it gave none."""
+    name = Path(script).name
+    logs = [Path(p) for p in glob.glob(metrics_glob or "")]
+    if not Path(script).is_file() or not logs:
+        return None, f"{name}: {'no log' if Path(script).is_file() else f'{script} is not there'}"
+    newest = max(logs, key=lambda p: p.stat().st_mtime)
+    done = subprocess.run([sys.executable, script, str(newest), str(world_size), str(batch)],
+                          capture_output=True, text=True, timeout=120, check=False)
+    lines = done.stdout.strip().splitlines()
+    if done.returncode != 0 or not lines:
+        why = (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]
+        return None, f"{name} gave no number ({why})"
+    try:
+        value = ast.literal_eval(lines[-1])["fps"]
+    except (ValueError, SyntaxError, KeyError, TypeError):
+        return None, f"{name} printed {lines[-1]!r}, not {{'fps': N}}"
+    return float(value), f"{name} {newest.name} {world_size} {batch}"

@@ -1,4 +1,7 @@
-"""Ascend ModelZoo-PyTorch at ``master`` (seeds 003 and 004): the YOLOR port (``PyTorch/contrib/cv/detection/YOLOR``).
+"""Ascend ModelZoo-PyTorch at ``master`` (seeds 003 and 004): the YOLOR port (``PyTorch/contrib/cv/detection/YOLOR``)
+and the SSD port (``PyTorch/contrib/cv/detection/SSD``, MMDetection 2.6.0 on mmcv 1.2.7).
+
+YOLOR:
 
 Read from the port's ``train.py``, ``test.py``, ``test/train_full_8p.sh`` and ``test/env_npu.sh`` at commit
 6a2804a, and checked by running its ``train.py`` and ``test.py`` (tests/test_toolkits.py, tests/test_yolor_port.py):
@@ -35,6 +38,7 @@ TOOLKIT = Toolkit(
     repository="https://gitee.com/ascend/ModelZoo-PyTorch",
     refs={"master": "6a2804a358a5b18e3dac1ab902f41f88e240b00f"},
     log_format="yolor",
-    variables={"yolor_dir": "{toolkit_checkout}/PyTorch/contrib/cv/detection/YOLOR"},
+    variables={"yolor_dir": "{toolkit_checkout}/PyTorch/contrib/cv/detection/YOLOR",
+               "ssd_dir": "{toolkit_checkout}/PyTorch/contrib/cv/detection/SSD"},
     upstream="ModelZoo-PyTorch",
 )

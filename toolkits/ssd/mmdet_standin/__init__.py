@@ -1,7 +1,8 @@
 """The pieces of MMDetection 2.x that the ModelZoo SSD port's command line and work dir depend on.
 
-The port itself needs mmcv 1.x built from source with NPU patches (no wheel on any registry; FACTS), so the CPU
-smoke profile runs this stand-in: the same ``tools/train.py`` flags, the same Python config files with
-``--cfg-options``, and the same work dir (``epoch_N.pth``, ``latest.pth``, ``<timestamp>.log.json``), training
-torchvision's SSD (the architecture of the seed) under torchrun.
+The port's training calls Ascend-only operators and device APIs that have no CPU path (docs/architecture.md,
+"What of the SSD port runs here"), so the CPU smoke profile runs this stand-in: the same ``tools/train.py`` flags,
+its config loaded and overridden by the port's own loader (mmcv 1.2.7's ``Config`` and ``DictAction``), the same
+``--cfg-options`` keys as production, and the same work dir (``epoch_N.pth``, ``latest.pth``,
+``<timestamp>.log.json``), training torchvision's SSD family under torchrun.
 """
