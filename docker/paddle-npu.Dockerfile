@@ -17,7 +17,9 @@ ARG PADDLESEG_REPO=https://github.com/PaddlePaddle/PaddleSeg.git
 ARG PADDLESEG_REF=npu_cann8.0
 ARG PADDLESEG_COMMIT=ccc3d42da49fe63b88c1698ea28aedafcb87cab9
 # What the stage programs import beyond the base's Paddle (npuflow/programs): COCO eval, configs, the rank watch.
-ARG PIP_PACKAGES="faster-coco-eval==1.8.0 pycocotools PyYAML jsonschema psutil paddleslim==2.6.0 paddle2onnx==1.3.1"
+# faster-coco-eval ~=1.7 (no ">" in a word the shell splits): 1.8 needs Python >= 3.10 and the vendor images run
+# 3.8/3.9, where 1.7.2 is the newest (the same 12 stats; tests/test_stage_python.py runs the programs with it).
+ARG PIP_PACKAGES="faster-coco-eval~=1.7 pycocotools PyYAML jsonschema psutil paddleslim==2.6.0 paddle2onnx==1.3.1"
 SHELL ["/bin/sh", "-eu", "-c"]
 # hadolint ignore=DL3013
 RUN if [ -n "${PADDLE_PACKAGES}" ]; then \

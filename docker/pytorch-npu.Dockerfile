@@ -11,7 +11,9 @@ ARG MODELZOO_REF=master
 # onnxruntime-cann: the CANN build of onnxruntime (the benchmark asks for CANNExecutionProvider on the NPU; the
 # plain onnxruntime wheel has only the CPU provider). tensorboard: the YOLOR port's train.py imports
 # torch.utils.tensorboard (its 1.8_requirements.txt lists it).
-ARG PIP_PACKAGES="onnx onnxruntime-cann faster-coco-eval==1.8.0 pycocotools PyYAML jsonschema psutil tensorboard"
+# faster-coco-eval ~=1.7 (no ">" in a word the shell splits): 1.8 needs Python >= 3.10 and the vendor images run
+# 3.8/3.9, where 1.7.2 is the newest (the same 12 stats; tests/test_stage_python.py runs the programs with it).
+ARG PIP_PACKAGES="onnx onnxruntime-cann faster-coco-eval~=1.7 pycocotools PyYAML jsonschema psutil tensorboard"
 SHELL ["/bin/sh", "-eu", "-c"]
 # hadolint ignore=DL3013
 RUN if [ -n "${TORCH_PACKAGES}" ]; then python3 -m pip install --no-cache-dir ${TORCH_PACKAGES}; fi; \
@@ -22,13 +24,15 @@ RUN if [ -n "${TORCH_PACKAGES}" ]; then python3 -m pip install --no-cache-dir ${
 # The SSD port (seed 004) trains on mmcv 1.2.7 built with its ops after the port's mmcv_need/ files are copied over
 # its source (the port's README), and imports mmpycocotools (its requirements/runtime.txt). mmcv-full's PyPI sdist
 # is the v1.2.7 source; it and mmpycocotools build only without build isolation (their setup.py imports
-# pkg_resources and numpy/cython), so the build tools are pinned first. Measured on a CPU against torch 2.1.0: 5 min.
+# pkg_resources and numpy/cython), so the build tools are pinned first, with an OpenCV for numpy 1 (mmcv requires
+# opencv-python, whose newest release wants numpy 2). This step, run in a torch 2.1.0 venv on 2 CPU cores: 6.5 min.
 ARG MMCV_VERSION=1.2.7
+ARG VGG16_URL=https://download.openmmlab.com/pretrain/third_party/vgg16_caffe-292e1171.pth
 # hadolint ignore=DL3003,DL3013
 RUN if [ -n "${MODELZOO_REF}" ] && [ -n "${MMCV_VERSION}" ]; then \
       ssd=/opt/ModelZoo-PyTorch/PyTorch/contrib/cv/detection/SSD; \
       src="/tmp/mmcv/mmcv-full-${MMCV_VERSION}"; \
-      python3 -m pip install --no-cache-dir "setuptools<70" wheel "cython<3" ninja "numpy<2"; \
+      python3 -m pip install --no-cache-dir "setuptools<70" wheel "cython<3" ninja "numpy<2" "opencv-python<4.9"; \
       python3 -m pip download --no-cache-dir --no-deps --no-build-isolation --no-binary :all: \
         "mmcv-full==${MMCV_VERSION}" -d /tmp/mmcv; \
       tar -xzf "/tmp/mmcv/mmcv-full-${MMCV_VERSION}.tar.gz" -C /tmp/mmcv; \
@@ -41,7 +45,12 @@ RUN if [ -n "${MODELZOO_REF}" ] && [ -n "${MMCV_VERSION}" ]; then \
       cd "$src" && MMCV_WITH_OPS=1 MAX_JOBS=8 python3 -m pip install --no-cache-dir --no-build-isolation . && cd /; \
       python3 -m pip install --no-cache-dir --no-build-isolation -r "$ssd/requirements/runtime.txt" "numpy<2"; \
       rm -rf /tmp/mmcv; \
+      mkdir -p /opt/torch/hub/checkpoints; \
+      python3 -c "import torch.hub as h; h.download_url_to_file('${VGG16_URL}', '/opt/torch/hub/checkpoints/' + '${VGG16_URL}'.rsplit('/', 1)[1])"; \
     fi
+# The SSD config's backbone starts from open-mmlab://vgg16_caffe, which mmcv fetches from download.openmmlab.com
+# into torch's hub cache at the start of every training: fetched here, so a server without internet trains too.
+ENV TORCH_HOME=/opt/torch
 COPY npuflow/ /opt/npuflow/npuflow/
 # torch_npu without CANN breaks a plain `import torch` through backend autoload (FACTS); the base has CANN.
 ENV PYTHONPATH=/opt/npuflow

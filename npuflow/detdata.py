@@ -27,8 +27,11 @@ def to_coco(boxes: Any, scores: Any, labels: Any, image_id: int, scale: tuple[fl
     ``scale`` is (original w / input w, original h / input h)."""
     sx, sy = scale
     out = []
-    for (x1, y1, x2, y2), score, lab in zip(np.asarray(boxes).reshape(-1, 4).tolist(), np.asarray(scores).tolist(),
-                                             np.asarray(labels).tolist(), strict=True):
+    rows = np.asarray(boxes).reshape(-1, 4).tolist(), np.asarray(scores).tolist(), np.asarray(labels).tolist()
+    if not len(rows[0]) == len(rows[1]) == len(rows[2]):
+        raise ValueError(f"{len(rows[0])} boxes, {len(rows[1])} scores and {len(rows[2])} labels")
+    # No zip(strict=True): the stage images' Python is 3.9 (tests/test_stage_python.py).
+    for (x1, y1, x2, y2), score, lab in zip(*rows):  # noqa: B905
         if 1 <= int(lab) <= len(categories):
             out.append({"image_id": int(image_id), "category_id": categories[int(lab) - 1], "score": float(score),
                         "bbox": [x1 * sx, y1 * sy, (x2 - x1) * sx, (y2 - y1) * sy]})

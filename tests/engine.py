@@ -28,6 +28,14 @@ BASE_IMAGE = "npuflow-test/base:bookworm-minbase"
 BASE_PACKAGES = ("libgomp1,libgl1,libglib2.0-0,libssl3,libffi8,libsqlite3-0,libbz2-1.0,liblzma5,libncursesw6,"
                  "libreadline8,libuuid1,zlib1g")
 MIRROR = "http://deb.debian.org/debian"
+#: The tutorials' torch 2.1 stage images run Python 3.8/3.9 (the vendor's ascend-pytorch 2.1.0 image): a base of
+#: Debian bullseye's python3 (3.9) with the torch 2.1.0 wheel (PyPI's is a CUDA build, which runs on the CPU) and
+#: the stage programs' packages at the newest releases that still support 3.9. Installed into the rootfs with its
+#: own pip through chroot (a build is offline), cached like the minbase.
+PY39_BASE = "npuflow-test/base:bullseye-py39-torch21"
+PY39_SYSTEM = "python3,python3-pip,ca-certificates,libgomp1,libgl1,libglib2.0-0"
+PY39_PACKAGES = ("torch==2.1.0", "torchvision==0.16.0", "numpy<2", "onnx==1.19.1", "onnxruntime==1.19.2",
+                 "faster-coco-eval==1.7.2", "pycocotools", "PyYAML", "jsonschema", "psutil", "Pillow")
 #: The images the smoke profiles' container blocks name, each built from its Dockerfile in docker/.
 STAGE_IMAGES = {"npuflow/paddle-npu:smoke": "docker/paddle-npu.Dockerfile",
                 "npuflow/pytorch-npu:smoke": "docker/pytorch-npu.Dockerfile"}
@@ -51,6 +59,11 @@ class Engine:
 
         return docker.DockerClient(base_url=self.host, timeout=120)
 
+    def import_base(self, tag: str, tarball: Path) -> None:
+        repository, name = tag.split(":")
+        with open(tarball, "rb") as fh:  # `docker import`, streamed
+            self.client().api.import_image_from_data(fh, repository=repository, tag=name)
+
     def build(self, dockerfile: str, tag: str, base: str = BASE_IMAGE) -> str:
         """Build ``dockerfile`` from the repository root with the legacy builder, offline; returns the image id."""
         image, _ = self.client().images.build(path=str(ROOT), dockerfile=dockerfile, tag=tag, rm=True,
@@ -58,8 +71,8 @@ class Engine:
         return image.id
 
 
-def _rootfs_tarball() -> Path:
-    tarball = CACHE / "bookworm-minbase.tar"
+def _debootstrap(suite: str, packages: str, tarball: Path, then: Any = None) -> Path:
+    """A ``--variant=minbase`` rootfs of ``suite`` with ``packages``, ``then(rootfs)`` run on it, as a tarball."""
     if tarball.is_file():
         return tarball
     if not shutil.which("debootstrap"):
@@ -67,12 +80,33 @@ def _rootfs_tarball() -> Path:
     CACHE.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=CACHE) as tmp:
         rootfs = Path(tmp) / "rootfs"
-        subprocess.run(["debootstrap", "--variant=minbase", f"--include={BASE_PACKAGES}", "bookworm", str(rootfs),
-                        MIRROR], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        subprocess.run(["debootstrap", "--variant=minbase", f"--include={packages}", suite, str(rootfs), MIRROR],
+                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        if then is not None:
+            then(rootfs)
         partial = tarball.with_suffix(".tmp")
         subprocess.run(["tar", "-C", str(rootfs), "-cf", str(partial), "."], check=True)
         partial.rename(tarball)
     return tarball
+
+
+def _rootfs_tarball() -> Path:
+    return _debootstrap("bookworm", BASE_PACKAGES, CACHE / "bookworm-minbase.tar")
+
+
+def _pip_install_in(rootfs: Path) -> None:
+    """The rootfs's own pip installs PY39_PACKAGES through chroot, with this host's DNS and CA bundle (the
+    registry is reached through it); nothing of the host's Python goes in."""
+    shutil.copy("/etc/resolv.conf", rootfs / "etc" / "resolv.conf")
+    shutil.copy("/etc/ssl/certs/ca-certificates.crt", rootfs / "tmp" / "host-ca.crt")
+    subprocess.run(["chroot", str(rootfs), "python3", "-m", "pip", "install", "--no-cache-dir", "--quiet",
+                    "--cert", "/tmp/host-ca.crt", *PY39_PACKAGES], check=True,
+                   env={"PATH": "/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root", "LC_ALL": "C.UTF-8"})
+    (rootfs / "tmp" / "host-ca.crt").unlink()
+
+
+def py39_tarball() -> Path:
+    return _debootstrap("bullseye", PY39_SYSTEM, CACHE / "bullseye-py39-torch21.tar", _pip_install_in)
 
 
 def _start_dockerd(root: Path) -> subprocess.Popen[bytes]:
@@ -88,9 +122,10 @@ def _start_dockerd(root: Path) -> subprocess.Popen[bytes]:
 
 
 @contextlib.contextmanager
-def running_engine(images: dict[str, str] | None = None) -> Iterator[Engine]:
-    """dockerd in a private folder, the base imported and ``images`` (tag -> Dockerfile) built; all stopped and
-    removed afterwards."""
+def running_engine(images: dict[str, str | tuple[str, str]] | None = None,
+                   bases: dict[str, Path] | None = None) -> Iterator[Engine]:
+    """dockerd in a private folder, the bookworm base and ``bases`` (tag -> rootfs tarball) imported and
+    ``images`` (tag -> Dockerfile, or (Dockerfile, base tag)) built; all stopped and removed afterwards."""
     import docker
 
     # A short path: the socket's path must stay under the kernel's 108-byte limit.
@@ -108,11 +143,11 @@ def running_engine(images: dict[str, str] | None = None) -> Iterator[Engine]:
                     tail = (root / "dockerd.log").read_text(errors="replace")[-2000:]
                     raise EngineUnavailable(f"dockerd did not start:\n{tail}") from None
                 time.sleep(0.2)
-        repository, tag = BASE_IMAGE.split(":")
-        with open(_rootfs_tarball(), "rb") as fh:  # `docker import`, streamed
-            engine.client().api.import_image_from_data(fh, repository=repository, tag=tag)
-        for tag, dockerfile in (images or {}).items():
-            engine.build(dockerfile, tag)
+        for base, tarball in {BASE_IMAGE: _rootfs_tarball(), **(bases or {})}.items():
+            engine.import_base(base, tarball)
+        for tag, spec in (images or {}).items():
+            dockerfile, base = (spec, BASE_IMAGE) if isinstance(spec, str) else spec
+            engine.build(dockerfile, tag, base)
         yield engine
     finally:
         with contextlib.suppress(Exception):

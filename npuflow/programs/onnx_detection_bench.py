@@ -35,8 +35,12 @@ PROVIDERS = {"cpu": "CPUExecutionProvider", "gpu": "CUDAExecutionProvider", "npu
 QDQ = ("QuantizeLinear", "DequantizeLinear")
 
 
-def session(model: Path, device: str, threads: int, profile_prefix: str | None = None) -> Any:
+def session(model: Path, device: str, threads: int, profile_prefix: str | None = None) -> tuple[Any, str]:
+    """The model's session with every graph optimization (the QDQ fusions that make INT8 kernels), and "" or why
+    it runs with the basic ones: onnxruntime 1.19 (the newest for the tutorials' Python 3.9) builds a QLinearAdd
+    its own type check refuses from the QAT model's per-channel residual adds."""
     import onnxruntime as ort
+    from onnxruntime.capi.onnxruntime_pybind11_state import Fail
 
     provider = PROVIDERS[device]
     if provider not in ort.get_available_providers():
@@ -46,13 +50,21 @@ def session(model: Path, device: str, threads: int, profile_prefix: str | None =
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL  # fuses QDQ pairs into INT8 kernels
     if profile_prefix:
         opts.enable_profiling, opts.profile_file_prefix = True, profile_prefix
-    return ort.InferenceSession(str(model), opts, providers=[provider])
+    try:
+        return ort.InferenceSession(str(model), opts, providers=[provider]), ""
+    except Fail as exc:
+        if "QLinear" not in str(exc):
+            raise
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+        why = str(exc).splitlines()[0].split("] : ")[-1][:200]
+        return (ort.InferenceSession(str(model), opts, providers=[provider]),
+                f"onnxruntime {ort.__version__} refused its own fused INT8 graph ({why}): basic optimizations only")
 
 
 def kernels_run(model: Path, device: str, threads: int, feed: dict[str, Any]) -> dict[str, dict[str, int]]:
     """Operator -> execution provider -> how many of its kernels one run executed, from onnxruntime's profile."""
     with tempfile.TemporaryDirectory() as tmp:
-        sess = session(model, device, threads, profile_prefix=str(Path(tmp) / "profile"))
+        sess, _ = session(model, device, threads, profile_prefix=str(Path(tmp) / "profile"))
         sess.run(None, feed)
         events = json.loads(Path(sess.end_profiling()).read_text())
     ran: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
@@ -67,7 +79,7 @@ def is_integer_kernel(op: str) -> bool:
     return op.startswith(("QLinear", "QGemm")) or op.endswith("Integer")
 
 
-def int8_execution(ran: dict[str, dict[str, int]], quantized: int, device: str) -> str | None:
+def int8_execution(ran: dict[str, dict[str, int]], quantized: int, device: str, downgraded: str = "") -> str | None:
     """One line for the report: did the quantized model run integer kernels, and where; None for an FP32 model."""
     if not quantized:
         return None
@@ -87,6 +99,8 @@ def int8_execution(ran: dict[str, dict[str, int]], quantized: int, device: str) 
         text += f"; {qdq} QuantizeLinear/DequantizeLinear kernels still run between them"
     if fallback:
         text += f"; fell back from {PROVIDERS[device]}: {where(fallback)}"
+    if downgraded:
+        text += f"; {downgraded}"
     return text
 
 
@@ -98,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         return refuse(f"{args.model_dir}: no model.onnx")
     import onnxruntime as ort
 
-    sess = session(model, args.device, args.threads)
+    sess, downgraded = session(model, args.device, args.threads)
     meta = {k.removeprefix("npuflow."): json.loads(v)
             for k, v in sess.get_modelmeta().custom_metadata_map.items() if k.startswith("npuflow.")}
     if "img_size" not in meta or "categories" not in meta:
@@ -125,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {"model_dir": str(args.model_dir), "program": model.name, "device": args.device,
               "onnxruntime_version": ort.__version__, "provider": PROVIDERS[args.device], "batch_size": 1,
               "warmup": args.warmup, "iters": args.iters, "threads": args.threads, "images": len(images),
-              "quantize_ops": quantized, "int8_execution": int8_execution(ran, quantized, args.device),
+              "quantize_ops": quantized, "int8_execution": int8_execution(ran, quantized, args.device, downgraded),
               "kernels": ran, **timing,
               "accuracy": {"split": args.split, "map": stats["bbox_mAP"], "ap50": stats["bbox_mAP_50"],
                            "detections": len(detections), "coco_stats": stats}}

@@ -65,7 +65,9 @@ def evaluate(model: torch.nn.Module, data: CocoBoxes, batch_size: int = 4) -> li
     results: list[dict[str, Any]] = []
     for start in range(0, len(data), batch_size):
         samples = [data[i] for i in range(start, min(start + batch_size, len(data)))]
-        for (img, target), det in zip(samples, model([s[0] for s in samples]), strict=True):
+        detections = model([s[0] for s in samples])
+        assert len(detections) == len(samples)
+        for (img, target), det in zip(samples, detections):  # noqa: B905 - Python 3.9 in the stage images
             h0, w0 = target["orig_size"].tolist()
             results += to_coco(det["boxes"], det["scores"], det["labels"], int(target["image_id"]),
                                (w0 / img.shape[2], h0 / img.shape[1]), data.categories)

@@ -8,6 +8,7 @@ metadata (``npuflow.img_size``, ``npuflow.categories``), so the ONNX file descri
 
 from __future__ import annotations
 
+import inspect
 import json
 import warnings
 from pathlib import Path
@@ -36,10 +37,12 @@ def export(model: nn.Module, info: dict[str, Any], example: torch.Tensor, out: P
 
     model.eval()
     out.parent.mkdir(parents=True, exist_ok=True)
+    # torch >= 2.5 takes `dynamo` (and 2.9 defaults it to True); the stage images' torch 2.1 has only the legacy one.
+    legacy = {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # tracer warnings about shape-dependent Python control flow
-        torch.onnx.export(Exportable(model), (example[None],), str(out), dynamo=False, opset_version=opset,
-                          input_names=["images"], output_names=["boxes", "scores", "labels"])
+        torch.onnx.export(Exportable(model), (example[None],), str(out), opset_version=opset,
+                          input_names=["images"], output_names=["boxes", "scores", "labels"], **legacy)
     graph = onnx.load(str(out))
     for key, value in (("npuflow.img_size", list(info["img_size"])), ("npuflow.categories", info["categories"])):
         graph.metadata_props.add(key=key, value=json.dumps(value))
