@@ -14,13 +14,18 @@ ARG MODELZOO_REF=master
 # faster-coco-eval ~=1.7 (no ">" in a word the shell splits): 1.8 needs Python >= 3.10 and the vendor images run
 # 3.8/3.9, where 1.7.2 is the newest (the same 12 stats; tests/test_stage_python.py runs the programs with it).
 ARG PIP_PACKAGES="onnx onnxruntime-cann faster-coco-eval~=1.7 pycocotools PyYAML jsonschema psutil tensorboard"
+# The YOLOR port's own imports (its 1.8_requirements.txt; seed 003's `pip install -r requirements.txt` names a file
+# the checkout does not have), without its protobuf==3.19.1 and Pillow==9.1.0 pins, which onnx and tensorboard
+# refuse; an OpenCV for numpy 1 (the newest wants numpy 2, which torch 2.1 does not take).
+ARG YOLOR_PACKAGES="matplotlib scipy tqdm sympy decorator Cython opencv-python~=4.8.0"
 SHELL ["/bin/sh", "-eu", "-c"]
 # hadolint ignore=DL3013
 RUN if [ -n "${TORCH_PACKAGES}" ]; then python3 -m pip install --no-cache-dir ${TORCH_PACKAGES}; fi; \
     if [ -n "${MODELZOO_REF}" ]; then \
       git clone --depth 1 --branch "${MODELZOO_REF}" "${MODELZOO_REPO}" /opt/ModelZoo-PyTorch; \
     fi; \
-    if [ -n "${PIP_PACKAGES}" ]; then python3 -m pip install --no-cache-dir ${PIP_PACKAGES}; fi
+    if [ -n "${PIP_PACKAGES}" ]; then python3 -m pip install --no-cache-dir ${PIP_PACKAGES}; fi; \
+    if [ -n "${YOLOR_PACKAGES}" ]; then python3 -m pip install --no-cache-dir ${YOLOR_PACKAGES}; fi
 # The SSD port (seed 004) trains on mmcv 1.2.7 built with its ops after the port's mmcv_need/ files are copied over
 # its source (the port's README), and imports mmpycocotools (its requirements/runtime.txt). mmcv-full's PyPI sdist
 # is the v1.2.7 source; it and mmpycocotools build only without build isolation (their setup.py imports

@@ -35,13 +35,15 @@ MIRROR = "http://deb.debian.org/debian"
 PY39_BASE = "npuflow-test/base:bullseye-py39-torch21"
 PY39_SYSTEM = "python3,python3-pip,ca-certificates,libgomp1,libgl1,libglib2.0-0"
 PY39_PACKAGES = ("torch==2.1.0", "torchvision==0.16.0", "numpy<2", "onnx==1.19.1", "onnxruntime==1.19.2",
-                 "faster-coco-eval==1.7.2", "pycocotools", "PyYAML", "jsonschema", "psutil", "Pillow")
+                 "faster-coco-eval==1.7.2", "pycocotools", "PyYAML", "jsonschema", "psutil", "Pillow",
+                 # docker/pytorch-npu.Dockerfile's YOLOR_PACKAGES (the port's imports)
+                 "matplotlib", "scipy", "tqdm", "sympy", "decorator", "Cython", "opencv-python~=4.8.0")
 #: The images the smoke profiles' container blocks name, each built from its Dockerfile in docker/.
 STAGE_IMAGES = {"npuflow/paddle-npu:smoke": "docker/paddle-npu.Dockerfile",
                 "npuflow/pytorch-npu:smoke": "docker/pytorch-npu.Dockerfile"}
 #: Build args that keep a build offline: the toolkit checkouts are mounted at run time, nothing is fetched.
 OFFLINE_ARGS = {"PADDLE_PACKAGES": "", "PADDLEDETECTION_REF": "", "PADDLESEG_REF": "", "MODELZOO_REF": "",
-                "TORCH_PACKAGES": "", "PIP_PACKAGES": ""}
+                "TORCH_PACKAGES": "", "PIP_PACKAGES": "", "YOLOR_PACKAGES": ""}
 
 
 class EngineUnavailable(RuntimeError):
