@@ -31,12 +31,24 @@ def nightly(recipe: Recipe) -> CronTriggerTimetable | None:
     return CronTriggerTimetable(cron, timezone=recipe.data.get("timezone", "UTC"), run_immediately=timedelta(0))
 
 
+#: The trigger form's groups (Airflow's Param ``section``), in the form's order. What a nightly or an ad-hoc run
+#: changes first has no section, so it is the form's first, open group.
+SECTIONS = {
+    "Cards and dataset": ("device_count", "devices", "dataset_root"),
+    "Advanced: several nodes, containers, another checkout": ("nnodes", "node_rank", "master", "hosts", "rendezvous",
+                                                              "runner", "image", "toolkit_dir"),
+}
+
+
 def dag_params(recipe: Recipe) -> dict[str, Param]:
     """Typed params for the trigger form and REST conf; None means "the profile's value"."""
+    section_of = {name: section for section, names in SECTIONS.items() for name in names}
     params: dict[str, Param] = {}
-    for name, spec in PARAMS.items():
-        spec = dict(spec)
+    for name in sorted(PARAMS, key=lambda n: list(SECTIONS).index(section_of[n]) + 1 if n in section_of else 0):
+        spec = dict(PARAMS[name])
         description = spec.pop("description")
+        if name in section_of:
+            spec["section"] = section_of[name]
         if name == "profile":
             profiles = recipe.profiles
             described = "; ".join(f"{p}: {v['description']}" for p, v in profiles.items())
@@ -48,7 +60,11 @@ def dag_params(recipe: Recipe) -> dict[str, Param]:
                                  uniqueItems=True, description=f"{description} Stages: {', '.join(recipe.stages)}.")
         else:
             if "enum" in spec:
-                spec["enum"] = [*spec["enum"], None]  # None: "the profile's", like every other optional param
+                # The form offers the choices as suggestions of an input left empty for "the profile's" (an enum
+                # would need None among them, which the form lists as a "null" choice); the pattern still refuses
+                # anything else before a run starts.
+                choices = spec.pop("enum")
+                spec.update(examples=choices, pattern=f"^({'|'.join(choices)})$")
             params[name] = Param(None, type=[spec.pop("type"), "null"], description=description, **spec)
     return params
 

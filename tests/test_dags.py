@@ -70,6 +70,28 @@ def test_parsing_imports_no_training_stack(loaded: dict) -> None:
     assert loaded["heavy"] == []
 
 
+def test_the_trigger_form_groups_the_params_and_offers_no_null_choice(loaded: dict) -> None:
+    """What a nightly or ad-hoc run changes first comes first with no section (the form's open group); cards and
+    data, then multi-node, runner, image and checkout in sections; runner and rendezvous suggest their values in
+    an input left empty for the profile's, instead of an enum whose None the form lists as "null"."""
+    import jsonschema
+
+    for dag_id, dag in loaded["dags"].items():
+        params = dag["params"]
+        assert list(params)[:6] == ["profile", "stages", "epochs", "iters", "batch_size", "resume"], dag_id
+        assert all("section" not in params[n] for n in list(params)[:6])
+        assert params["device_count"]["section"] == "Cards and dataset"
+        for name in ("nnodes", "hosts", "runner", "image", "toolkit_dir"):
+            assert params[name]["section"].startswith("Advanced"), (dag_id, name)
+        assert not any(None in schema.get("enum", []) for schema in params.values()), dag_id
+        runner = {k: v for k, v in params["runner"].items() if k not in ("description", "section")}
+        assert runner["examples"] == ["process", "docker"] and "enum" not in runner
+        jsonschema.validate(None, runner)
+        jsonschema.validate("docker", runner)
+        with pytest.raises(jsonschema.ValidationError, match="does not match"):
+            jsonschema.validate("dockr", runner)
+
+
 @pytest.mark.parametrize("dag_id", sorted(EXPECTED_DAGS))
 def test_dag_shape(loaded: dict, dag_id: str) -> None:
     dag = loaded["dags"][dag_id]

@@ -76,19 +76,34 @@ def test_log_in_open_the_trigger_form_trigger_and_see_the_run_succeed(airflow_se
     trigger = wait.until(ec.element_to_be_clickable((By.XPATH, "//button[normalize-space()='Trigger']")))
     shot("02-dag")
 
-    # the trigger form shows the DAG's typed params with their descriptions
+    # the trigger form shows the DAG's typed params with their descriptions: what a run changes first open at the
+    # top, the rest in closed sections (operators/dag_factory.py SECTIONS)
+    from operators.dag_factory import SECTIONS
+
     trigger.click()
     wait.until(ec.visibility_of_element_located((By.CSS_SELECTOR, "input[name=element_epochs]")))
     dialog = browser.find_element(By.XPATH, "//*[@role='dialog'][.//input[@name='element_epochs']]")
     text = dialog.text
-    for param in ("profile", "stages", "device_count", "devices", "epochs", "batch_size", "dataset_root",
-                  "resume", "toolkit_dir"):
-        assert param in text, f"param {param} not in the trigger form"
+    for param in ("profile", "stages", "epochs", "iters", "batch_size", "resume"):
+        assert param in text, f"param {param} not in the trigger form's first group"
     assert "Override the training length in epochs." in text
     assert "Recipe profile: production on the NPU servers, smoke on CPU." in text
     assert browser.find_element(By.CSS_SELECTOR, "input[name=element_profile]").get_attribute("value") == "smoke"
+    assert "toolkit_dir" not in text and text.index("resume") < text.index(next(iter(SECTIONS)))
     browser.find_element(By.CSS_SELECTOR, "input[name=element_epochs]").send_keys("2")
-    shot("03-trigger-form", height=3100)
+    shot("03-trigger-form", height=3600)  # the whole form on screen: the dialog itself does not scroll
+    # one section open at a time (the form's accordion): each shows its params
+    for i, (section, names) in enumerate(SECTIONS.items()):
+        dialog.find_element(By.XPATH, f".//button[normalize-space()={section!r}]").click()
+        wait.until(ec.visibility_of_element_located((By.CSS_SELECTOR, f"input[name=element_{names[0]}]")))
+        assert all(name in dialog.text for name in names), (section, names)
+        shot(f"03{'bcdefgh'[i]}-trigger-form-section", height=3600)
+    # runner and rendezvous: an input left empty for the profile's, its choices offered, no "null" among them
+    for name, choices in (("runner", ["process", "docker"]), ("rendezvous", ["c10d", "static"])):
+        field = dialog.find_element(By.CSS_SELECTOR, f"input[name=element_{name}]")
+        options = dialog.find_elements(By.CSS_SELECTOR, f"datalist#{field.get_attribute('list')} option")
+        assert field.get_attribute("value") == "" and [o.get_attribute("value") for o in options] == choices
+    assert "null" not in dialog.text.lower()
 
     # trigger: the UI opens the new run's page; reload it until the run has finished
     dialog.find_element(By.XPATH, ".//button[normalize-space()='Trigger']").click()
