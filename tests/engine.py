@@ -9,7 +9,9 @@ imported from a Debian minbase rootfs (debootstrap, out of Debian's packages). T
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -34,10 +36,11 @@ MIRROR = "http://deb.debian.org/debian"
 #: own pip through chroot (a build is offline), cached like the minbase.
 PY39_BASE = "npuflow-test/base:bullseye-py39-torch21"
 PY39_SYSTEM = "python3,python3-pip,ca-certificates,libgomp1,libgl1,libglib2.0-0"
+#: The Dockerfile's YOLOR_PACKAGES (the port's imports) are read from it, so the base carries what the image would.
 PY39_PACKAGES = ("torch==2.1.0", "torchvision==0.16.0", "numpy<2", "onnx==1.19.1", "onnxruntime==1.19.2",
                  "faster-coco-eval==1.7.2", "pycocotools", "PyYAML", "jsonschema", "psutil", "Pillow",
-                 # docker/pytorch-npu.Dockerfile's YOLOR_PACKAGES (the port's imports)
-                 "matplotlib", "scipy", "tqdm", "sympy", "decorator", "Cython", "opencv-python~=4.8.0")
+                 *re.search(r'^ARG YOLOR_PACKAGES="([^"]*)"', (ROOT / "docker/pytorch-npu.Dockerfile").read_text(),
+                            re.M)[1].split())
 #: The images the smoke profiles' container blocks name, each built from its Dockerfile in docker/.
 STAGE_IMAGES = {"npuflow/paddle-npu:smoke": "docker/paddle-npu.Dockerfile",
                 "npuflow/pytorch-npu:smoke": "docker/pytorch-npu.Dockerfile"}
@@ -108,7 +111,9 @@ def _pip_install_in(rootfs: Path) -> None:
 
 
 def py39_tarball() -> Path:
-    return _debootstrap("bullseye", PY39_SYSTEM, CACHE / "bullseye-py39-torch21.tar", _pip_install_in)
+    """Cached under a digest of what goes in: a changed package list builds a new base instead of reusing one."""
+    key = hashlib.sha256(" ".join((PY39_SYSTEM, *PY39_PACKAGES)).encode()).hexdigest()[:12]
+    return _debootstrap("bullseye", PY39_SYSTEM, CACHE / f"bullseye-py39-torch21-{key}.tar", _pip_install_in)
 
 
 def _start_dockerd(root: Path) -> subprocess.Popen[bytes]:
