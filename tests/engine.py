@@ -3,7 +3,7 @@
 FACTS ("A Docker engine runs here"): Debian's docker.io, started by hand (PID 1 is not systemd) with its state in
 a folder of its own; no registry is reachable, so the stage images are built from ``docker/`` ``FROM`` a base
 imported from a Debian minbase rootfs (debootstrap, out of Debian's packages). The rootfs tarball is cached in
-``var/cache/engine/`` so a second run does not bootstrap again. ``make test`` installs the packages.
+``var/cache/engine/`` (zstd) so a second run does not bootstrap again. ``make test`` installs the packages.
 """
 
 from __future__ import annotations
@@ -65,9 +65,13 @@ class Engine:
         return docker.DockerClient(base_url=self.host, timeout=120)
 
     def import_base(self, tag: str, tarball: Path) -> None:
+        """`docker import` of a zstd tarball, decompressed into the request (this dockerd reads no zstd)."""
         repository, name = tag.split(":")
-        with open(tarball, "rb") as fh:  # `docker import`, streamed
-            self.client().api.import_image_from_data(fh, repository=repository, tag=name)
+        with subprocess.Popen(["zstd", "-dcq", str(tarball)], stdout=subprocess.PIPE) as unzstd:
+            assert unzstd.stdout is not None
+            self.client().api.import_image_from_data(unzstd.stdout, repository=repository, tag=name)
+        if unzstd.returncode:
+            raise EngineUnavailable(f"zstd could not read {tarball} (exit {unzstd.returncode})")
 
     def build(self, dockerfile: str, tag: str, base: str = BASE_IMAGE) -> str:
         """Build ``dockerfile`` from the repository root with the legacy builder, offline; returns the image id."""
@@ -77,11 +81,13 @@ class Engine:
 
 
 def _debootstrap(suite: str, packages: str, tarball: Path, then: Any = None) -> Path:
-    """A ``--variant=minbase`` rootfs of ``suite`` with ``packages``, ``then(rootfs)`` run on it, as a tarball."""
+    """A ``--variant=minbase`` rootfs of ``suite`` with ``packages``, ``then(rootfs)`` run on it, as a zstd
+    tarball; the rootfs is removed once packed, so the disk holds one copy at a time (plus the engine's)."""
     if tarball.is_file():
         return tarball
-    if not shutil.which("debootstrap"):
-        raise EngineUnavailable("debootstrap is not installed (make test installs it)")
+    for tool in ("debootstrap", "zstd"):
+        if not shutil.which(tool):
+            raise EngineUnavailable(f"{tool} is not installed (make test installs it)")
     CACHE.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=CACHE) as tmp:
         rootfs = Path(tmp) / "rootfs"
@@ -90,13 +96,13 @@ def _debootstrap(suite: str, packages: str, tarball: Path, then: Any = None) -> 
         if then is not None:
             then(rootfs)
         partial = tarball.with_suffix(".tmp")
-        subprocess.run(["tar", "-C", str(rootfs), "-cf", str(partial), "."], check=True)
+        subprocess.run(["tar", "-C", str(rootfs), "-I", "zstd -T0 -3 -q", "-cf", str(partial), "."], check=True)
         partial.rename(tarball)
     return tarball
 
 
 def _rootfs_tarball() -> Path:
-    return _debootstrap("bookworm", BASE_PACKAGES, CACHE / "bookworm-minbase.tar")
+    return _debootstrap("bookworm", BASE_PACKAGES, CACHE / "bookworm-minbase.tar.zst")
 
 
 def _pip_install_in(rootfs: Path) -> None:
@@ -108,12 +114,27 @@ def _pip_install_in(rootfs: Path) -> None:
                     "--cert", "/tmp/host-ca.crt", *PY39_PACKAGES], check=True,
                    env={"PATH": "/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root", "LC_ALL": "C.UTF-8"})
     (rootfs / "tmp" / "host-ca.crt").unlink()
+    _drop_what_a_cpu_never_loads(rootfs)
+
+
+#: Of PyPI's torch 2.1.0 (a CUDA build) what a CPU never loads: cuDNN's kernel libraries, which its small
+#: ``libcudnn.so.8`` opens only when a cuDNN call runs, and triton (torch imports it only for torch.compile).
+#: 1.5 of the base's 5.9 GB; the vendor's CPU-side torch has neither. The libraries torch links (cudart, cuBLAS,
+#: NCCL, ...) stay: ``import torch`` loads them on a CPU too.
+CPU_NEVER_LOADS = ("nvidia/cudnn/lib/libcudnn_*_infer.so.8", "nvidia/cudnn/lib/libcudnn_*_train.so.8", "triton")
+
+
+def _drop_what_a_cpu_never_loads(rootfs: Path) -> None:
+    site = rootfs / "usr" / "local" / "lib" / "python3.9" / "dist-packages"
+    for pattern in CPU_NEVER_LOADS:
+        for path in site.glob(pattern):
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
 def py39_tarball() -> Path:
     """Cached under a digest of what goes in: a changed package list builds a new base instead of reusing one."""
-    key = hashlib.sha256(" ".join((PY39_SYSTEM, *PY39_PACKAGES)).encode()).hexdigest()[:12]
-    return _debootstrap("bullseye", PY39_SYSTEM, CACHE / f"bullseye-py39-torch21-{key}.tar", _pip_install_in)
+    key = hashlib.sha256(" ".join((PY39_SYSTEM, *PY39_PACKAGES, *CPU_NEVER_LOADS)).encode()).hexdigest()[:12]
+    return _debootstrap("bullseye", PY39_SYSTEM, CACHE / f"bullseye-py39-torch21-{key}.tar.zst", _pip_install_in)
 
 
 def _start_dockerd(root: Path) -> subprocess.Popen[bytes]:

@@ -5,6 +5,7 @@ onnxruntime) benchmark, compression (ACT or torch QAT) and the report."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import subprocess
@@ -16,7 +17,7 @@ import pytest
 from npuflow.kinds import kind
 from npuflow.recipe import list_recipes, load_recipe
 from npuflow.toolkits.checkout import checkout_dir
-from tests.conftest import VENV_BIN, embedded_airflow_env
+from tests.conftest import VENV_BIN, embedded_airflow_env, scratch
 from tests.test_toolkits import PROJECT_PROGRAMS, STAND_INS
 
 DAG = "ppyoloe_plus_crn_l_80e_coco"
@@ -46,9 +47,9 @@ def smoke_runs(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
         return _dags_test(env, {"profile": "smoke"}, dag_id)
 
     runs: dict[str, tuple[dict[str, str], Future]] = {}
-    with ThreadPoolExecutor(max_workers=SMOKE_AT_ONCE) as pool:  # exits once every run has finished
-        for dag_id in selected:
-            env = embedded_airflow_env(tmp_path_factory.mktemp(dag_id), migrate=False)
+    with contextlib.ExitStack() as homes, ThreadPoolExecutor(max_workers=SMOKE_AT_ONCE) as pool:
+        for dag_id in selected:  # the pool exits once every run has finished, then the homes are removed
+            env = embedded_airflow_env(homes.enter_context(scratch(tmp_path_factory, dag_id)), migrate=False)
             runs[dag_id] = (env, pool.submit(run, env, dag_id))
         yield runs
 

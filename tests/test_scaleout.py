@@ -62,6 +62,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         cluster = root / "airflow" / "services" / "pg"  # under root a link to the cluster in the temp dir
         if cluster.is_symlink():
             shutil.rmtree(cluster.resolve(), ignore_errors=True)
+        shutil.rmtree(root, ignore_errors=True)  # the runs' checkpoints (conftest.scratch says why)
 
 
 def _ti(services: Services, run_id: str) -> dict[tuple[str, int], dict[str, Any]]:

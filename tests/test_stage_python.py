@@ -20,7 +20,7 @@ from npuflow.execute import execute_stage
 from npuflow.plan import Plan, build_plan
 from npuflow.recipe import load_recipe
 from npuflow.toolkits.checkout import checkout_dir
-from tests.conftest import ROOT
+from tests.conftest import ROOT, scratch
 from tests.engine import PY39_BASE, Engine, py39_tarball, running_engine
 
 pytestmark = [pytest.mark.engine, pytest.mark.e2e]
@@ -38,13 +38,14 @@ def engine() -> Iterator[Engine]:
 
 
 @pytest.fixture(scope="module", params=DAGS)
-def trained(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Plan:
+def trained(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Plan]:
     dag_id = request.param
     recipe = load_recipe(dag_id)
-    plan = build_plan(recipe, {"profile": "smoke"}, run_id="py39", runs_root=tmp_path_factory.mktemp("runs"))
-    for name in ("prepare_dataset", "validate_dataset", "train"):
-        execute_stage(plan, plan.stage(name), log=lambda line: None, log_format=recipe.log_format)
-    return plan
+    with scratch(tmp_path_factory, "runs") as runs:
+        plan = build_plan(recipe, {"profile": "smoke"}, run_id="py39", runs_root=runs)
+        for name in ("prepare_dataset", "validate_dataset", "train"):
+            execute_stage(plan, plan.stage(name), log=lambda line: None, log_format=recipe.log_format)
+        yield plan
 
 
 def _in_image(engine: Engine, plan: Plan, argv: list[str], cwd: str, env: dict[str, str]) -> str:
