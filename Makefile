@@ -15,12 +15,18 @@ export AIRFLOW__CORE__EXECUTOR := LocalExecutor
 export NPUFLOW_RUNS_DIR := $(ROOT)/var/runs
 export PYTHONWARNINGS := ignore
 
-.PHONY: setup toolkits browser engine servers demo test test-fast lint bench plan clean lock up down
+.PHONY: setup toolkits browser engine servers mlflow demo test test-fast lint bench plan clean lock up down
 
 # The UI tests drive Debian's chromium through chromedriver (nothing is downloaded by a test tool).
 CHROMEDRIVER := /usr/bin/chromedriver
 # The engine tests start Debian's dockerd themselves and build the stage images FROM a debootstrap'ed base.
 DOCKERD := /usr/sbin/dockerd
+# Their bases are cached as zstd tarballs (tests/engine.py): a third of the disk of a plain tar.
+ZSTD := /usr/bin/zstd
+# MLflow's server in its own environment (its numpy and protobuf clash with the lock); `npuflow airflow up --mlflow`
+# and the tracking tests start it from there.
+MLFLOW_VENV := var/mlflow
+MLFLOW := $(MLFLOW_VENV)/bin/mlflow
 # The scale-out tests run the CeleryExecutor deployment on Debian's PostgreSQL and Redis (started by npuflow).
 REDIS := /usr/bin/redis-server
 # The report-route test makes a private network namespace (unshare, nsenter: util-linux; ip: iproute2).
@@ -47,9 +53,16 @@ browser: $(CHROMEDRIVER)
 $(CHROMEDRIVER):
 	$(call APT_INSTALL,chromium chromium-driver)
 
-engine: $(DOCKERD)
+engine: $(DOCKERD) $(ZSTD)
 
 servers: $(REDIS)
+
+mlflow: $(MLFLOW)
+
+$(MLFLOW): requirements/mlflow.txt
+	@test -x $(MLFLOW_VENV)/bin/python || $(PYTHON) -m venv $(MLFLOW_VENV)
+	$(MLFLOW_VENV)/bin/pip install -q -r requirements/mlflow.txt
+	@touch $(MLFLOW)
 
 $(REDIS):
 	$(call APT_INSTALL,postgresql redis-server)
@@ -60,10 +73,13 @@ $(IPROUTE):
 $(DOCKERD):
 	$(call APT_INSTALL,docker.io debootstrap)
 
+$(ZSTD):
+	$(call APT_INSTALL,zstd)
+
 demo: $(STAMP) toolkits
 	$(VENV)/bin/npuflow demo ppyoloe_plus_crn_l_80e_coco --profile smoke
 
-test: $(STAMP) toolkits $(CHROMEDRIVER) $(DOCKERD) $(REDIS) $(IPROUTE)
+test: $(STAMP) toolkits $(CHROMEDRIVER) $(DOCKERD) $(ZSTD) $(REDIS) $(IPROUTE) $(MLFLOW)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/hadolint docker/*.Dockerfile
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)

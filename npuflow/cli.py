@@ -154,7 +154,8 @@ def _service_config(args: argparse.Namespace) -> ServiceConfig:
                          role=args.role, workers=workers, hosts=[h for h in (args.hosts or "").split(",") if h],
                          bind=args.bind, pg_port=args.pg_port, redis_port=args.redis_port,
                          worker_concurrency=args.concurrency, heartbeat_timeout_s=args.heartbeat_timeout,
-                         join_env=read_join_file(Path(args.join)) if args.join else {})
+                         join_env=read_join_file(Path(args.join)) if args.join else {},
+                         mlflow_port=args.mlflow_port if args.mlflow else None, mlflow_artifacts=args.mlflow_artifacts)
 
 
 def _say(line: str) -> None:
@@ -173,6 +174,8 @@ def cmd_airflow(args: argparse.Namespace) -> int:
         if cfg.executor == "celery":
             _say(f"workers: {', '.join(cfg.workers)}; other hosts join with `npuflow airflow up --executor celery "
                  f"--role worker --workers <host> --join {cfg.join_file}`")
+        if cfg.mlflow_url:
+            _say(f"MLflow: {cfg.mlflow_url}  (tracking and model registry; every task's MLFLOW_TRACKING_URI)")
         _say(f"users: {', '.join(f'{u} ({r})' for u, r in USERS.items())}; "
              f"passwords in {cfg.passwords_file} (mode 0600)")
         _say(f"logs: {cfg.state_dir}/<component>.log; stop with `npuflow airflow down`")
@@ -193,6 +196,33 @@ def cmd_airflow(args: argparse.Namespace) -> int:
         _say(f"health: {verdict} ({info['url']})")
     all_up = all(c["running"] for c in info["components"].values())
     return 0 if all_up and not unhealthy(info["health"]) else 3
+
+
+def cmd_track(args: argparse.Namespace) -> int:
+    """Send run folders to MLflow later: after an outage outlasted the track stage's retries, or runs made
+    before tracking was set up. Without run ids: every run of the DAG with a report and no MLflow run yet."""
+    from npuflow import tracking
+    from npuflow.rundir import run_dir_for, runs_root
+
+    off = tracking.tracking_off(os.environ)
+    if off:
+        print(f"npuflow track: {off}", file=sys.stderr)
+        return 2
+    run_dirs = ([run_dir_for(args.dag_id, r) for r in args.run_ids] if args.run_ids
+                else tracking.untracked_runs(runs_root() / args.dag_id))
+    if not run_dirs:
+        print(f"every run of {args.dag_id} with a report is tracked already")
+    failed = 0
+    for run_dir in run_dirs:
+        try:
+            where = tracking.send(run_dir, os.environ)
+        except (tracking.TrackingError, tracking.TrackingRefused) as exc:
+            print(f"{run_dir.name}: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        tracking.write_where(run_dir, {"tracked": True, **where})
+        print(f"{run_dir.name}: {where['url']}")
+    return 1 if failed else 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -219,6 +249,11 @@ def main(argv: list[str] | None = None) -> int:
     tks.set_defaults(func=cmd_toolkits)
     val = sub.add_parser("validate-dataset", help="run the dataset checks of the validate stage (exit 1: errors)")
     build_validate_parser(val).set_defaults(func=cmd_validate_dataset)
+    trk = sub.add_parser("track", help="send runs to MLflow (MLFLOW_TRACKING_URI) that were not sent: after an "
+                                       "outage, or from before tracking was set up")
+    trk.add_argument("dag_id")
+    trk.add_argument("run_ids", nargs="*", help="Airflow run ids (default: every untracked run of the DAG)")
+    trk.set_defaults(func=cmd_track)
     af = sub.add_parser("airflow", help="start, stop or show the Airflow services of the embedded default")
     af.add_argument("action", choices=("up", "down", "status"))
     af.add_argument("--port", type=int, default=int(os.environ.get("NPUFLOW_AIRFLOW_PORT", "8080")),
@@ -246,6 +281,10 @@ def main(argv: list[str] | None = None) -> int:
     af.add_argument("--concurrency", type=int, default=4, help="celery: tasks at once per worker")
     af.add_argument("--heartbeat-timeout", type=int, default=None,
                     help="seconds after which a lost worker's tasks fail (Airflow's default 300)")
+    af.add_argument("--mlflow", action="store_true",
+                    help="also start MLflow's tracking server (make mlflow) and point every task at it")
+    af.add_argument("--mlflow-port", type=int, default=5000)
+    af.add_argument("--mlflow-artifacts", help="where MLflow keeps artifacts (default: <runs folder>/mlflow-artifacts)")
     af.set_defaults(func=cmd_airflow)
     args = p.parse_args(argv)
     try:

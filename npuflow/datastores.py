@@ -138,19 +138,22 @@ class Datastores:
             raise DatastoreError(f"initdb failed ({out.returncode}): {(out.stderr or out.stdout)[-1500:]}")
         log(f"PostgreSQL cluster created in {self.pg_data}")
 
-    def create_database(self, log: Log) -> None:
-        """Create the ``airflow`` database if the cluster does not have it (over the local socket)."""
+    def database_url(self, name: str = DB_NAME) -> str:
+        return f"postgresql://{DB_USER}:{self.passwords()['postgres']}@{self.bind}:{self.pg_port}/{name}"
+
+    def create_database(self, log: Log, name: str = DB_NAME) -> None:
+        """Create database ``name`` (Airflow's; MLflow's) if the cluster does not have it (the local socket)."""
         psql = [*_as_postgres(), _pg_bin("psql"), "-h", str(self.pg_dir), "-p", str(self.pg_port), "-U", DB_USER,
                 "-d", "postgres", "-tAc"]
-        found = subprocess.run([*psql, f"SELECT 1 FROM pg_database WHERE datname = '{DB_NAME}'"],
+        found = subprocess.run([*psql, f"SELECT 1 FROM pg_database WHERE datname = '{name}'"],
                                capture_output=True, text=True, check=False)
         if found.returncode != 0:
             raise DatastoreError(f"psql failed: {found.stderr[-800:]}")
         if found.stdout.strip() != "1":
-            made = subprocess.run([*psql, f"CREATE DATABASE {DB_NAME}"], capture_output=True, text=True, check=False)
+            made = subprocess.run([*psql, f"CREATE DATABASE {name}"], capture_output=True, text=True, check=False)
             if made.returncode != 0:
-                raise DatastoreError(f"creating database {DB_NAME}: {made.stderr[-800:]}")
-            log(f"database {DB_NAME} created")
+                raise DatastoreError(f"creating database {name}: {made.stderr[-800:]}")
+            log(f"database {name} created")
 
 
 def wait_port(host: str, port: int, timeout_s: float, alive: Callable[[], bool]) -> bool:

@@ -450,4 +450,5 @@ def _execute_stage(plan: Plan, stage: StageCommand, *, log: Log, log_format: str
     log(f"stage {stage.name} done in {result['seconds']} s: {result['summary']}")
     result["xcom"] = kind.xcom(typed) if typed is not None else {}
     result["announced"] = kind.announced(typed, outputs)
+    result["withheld"] = kind.withheld(typed)
     return result

@@ -87,6 +87,16 @@ def _models(stages: dict[str, dict[str, Any]]) -> dict[str, Any]:
             and getattr(kinds.get(r.get("kind", "")), "produces", None) is ModelResult}
 
 
+def _after_report(stages: dict[str, dict[str, Any]]) -> set[str]:
+    after = {n for n, s in stages.items() if s["kind"] == "report"}
+    grew = True
+    while grew:
+        more = {n for n, s in stages.items() if n not in after and after & set(s.get("needs", []))}
+        after |= more
+        grew = bool(more)
+    return after
+
+
 def build_report(run_dir: Path, recipe: dict[str, Any]) -> dict[str, Any]:
     plan = json.loads((run_dir / "plan.json").read_text()) if (run_dir / "plan.json").is_file() else {}
     stages: dict[str, dict[str, Any]] = {}
@@ -109,7 +119,7 @@ def build_report(run_dir: Path, recipe: dict[str, Any]) -> dict[str, Any]:
             "setting": setting, "source": pub["source"], "measured": value,
             "ratio": (value / pub["value"]) if value is not None and pub["value"] else None,
         })
-    own = [n for n, s in recipe["stages"].items() if s["kind"] in ("report", "gate")]  # they run after it
+    own = _after_report(recipe["stages"])  # the report and what runs after it (gates, tracking, promotion)
     previous = history.previous_runs(run_dir, plan.get("profile"))
     train = _of_kind(stages, "train")
     report: dict[str, Any] = {

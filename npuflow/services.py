@@ -12,6 +12,10 @@ overwrite their environment in /proc. Nothing is left behind.
 State lives in ``<AIRFLOW_HOME>/services/``: ``services.json`` (port, pids and their start times, so a reused
 pid is never signalled), one ``<component>.log`` each, and ``passwords.json`` (mode 0600) for the
 SimpleAuthManager users. Nothing here imports Airflow.
+
+``--mlflow`` adds MLflow's tracking server (from its own environment, ``make mlflow``) as one more component:
+its store is SQLite in the state folder (LocalExecutor) or a database ``mlflow`` in the deployment's PostgreSQL
+(CeleryExecutor), its artifacts under the runs folder, and every task gets ``MLFLOW_TRACKING_URI``.
 """
 
 from __future__ import annotations
@@ -80,6 +84,42 @@ def embedded_airflow_env(base: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+MLFLOW_URI_ENV = "MLFLOW_TRACKING_URI"
+MLFLOW_DB = "mlflow"
+
+
+def mlflow_bin() -> str:
+    """MLflow's CLI from its own environment (``make mlflow``: its numpy and protobuf clash with the lock)."""
+    found = os.environ.get("NPUFLOW_MLFLOW") or str(PROJECT_ROOT / "var" / "mlflow" / "bin" / "mlflow")
+    if not Path(found).is_file():
+        raise ServiceError(f"MLflow is not installed at {found}: run `make mlflow` (or set NPUFLOW_MLFLOW)")
+    return found
+
+
+def mlflow_server_argv(bind: str, port: int) -> list[str]:
+    """``mlflow server`` with one worker; its stores come in MLFLOW_BACKEND_STORE_URI and
+    MLFLOW_ARTIFACTS_DESTINATION, and it proxies artifact uploads (``mlflow-artifacts:``), its default."""
+    return [mlflow_bin(), "server", "--host", bind, "--port", str(port), "--workers", "1"]
+
+
+def wait_mlflow(url: str, pid: int, logfile: Path, timeout_s: float) -> None:
+    """Until ``/health`` answers OK; the server exiting first is an error naming its log."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if process_start_time(pid) is None:
+            raise ServiceError(f"mlflow (pid {pid}) exited during start-up; last lines of {logfile}:\n"
+                               f"{_tail(logfile)}")
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=5) as resp:
+                if resp.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        if time.monotonic() > deadline:
+            raise ServiceError(f"mlflow did not answer {url}/health within {timeout_s:.0f} s (log {logfile})")
+        time.sleep(0.5)
+
+
 def airflow_bin() -> str:
     """The airflow console script of the environment npuflow runs in."""
     return str(Path(sys.executable).with_name("airflow"))
@@ -110,6 +150,8 @@ class ServiceConfig:
     worker_concurrency: int = 4
     heartbeat_timeout_s: int | None = None  # a lost worker's tasks fail after this long (Airflow: 300 s)
     join_env: dict[str, str] = field(default_factory=dict)
+    mlflow_port: int | None = None  # start MLflow's tracking server beside Airflow on this port
+    mlflow_artifacts: str | None = None  # where it keeps artifacts (default: <runs folder>/mlflow-artifacts)
 
     @property
     def state_dir(self) -> Path:
@@ -131,6 +173,22 @@ class ServiceConfig:
     @property
     def passwords_file(self) -> Path:
         return self.state_dir / "passwords.json"
+
+    @property
+    def mlflow_url(self) -> str | None:
+        return f"http://{self.bind}:{self.mlflow_port}" if self.mlflow_port else None
+
+    def mlflow_store_env(self, env: dict[str, str], log: Log) -> dict[str, str]:
+        """The server's backend and artifact store, in MLflow's own variables (a database password stays off
+        argv): SQLite here, or the deployment's PostgreSQL (database ``mlflow``, made once)."""
+        if self.executor == "celery":
+            self.datastores.create_database(log, MLFLOW_DB)
+            backend = self.datastores.database_url(MLFLOW_DB)
+        else:
+            backend = f"sqlite:///{self.state_dir / 'mlflow.db'}"
+        runs = Path(env.get("NPUFLOW_RUNS_DIR") or PROJECT_ROOT / "var" / "runs")
+        return {"MLFLOW_BACKEND_STORE_URI": backend,
+                "MLFLOW_ARTIFACTS_DESTINATION": self.mlflow_artifacts or str(runs / "mlflow-artifacts")}
 
     def env(self) -> dict[str, str]:
         env = embedded_airflow_env(self.base_env or None)
@@ -157,6 +215,8 @@ class ServiceConfig:
             env[HOSTS_ENV] = ",".join(h for h in (fleet or self.workers) if h)
         if self.heartbeat_timeout_s:
             env["AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT"] = str(self.heartbeat_timeout_s)
+        if self.mlflow_url and self.role == "all":
+            env[MLFLOW_URI_ENV] = self.mlflow_url  # the track and promote tasks send there
         return env
 
     def components(self) -> dict[str, list[str]]:
@@ -168,6 +228,8 @@ class ServiceConfig:
         if self.role == "all":
             out.update({name: [airflow_bin(), *(a.format(port=self.port, bind=self.bind) for a in argv)]
                         for name, argv in AIRFLOW_COMPONENTS.items()})
+        if self.mlflow_port and self.role == "all":
+            out["mlflow"] = mlflow_server_argv(self.bind, self.mlflow_port)
         if self.executor == "celery":
             for i, queue in enumerate(self.workers):
                 # The first worker of the scheduler's host also takes every task that is not one node's share.
@@ -373,10 +435,11 @@ def up(cfg: ServiceConfig, log: Log, timeout_s: float = 180.0) -> dict[str, int]
     except DatastoreError as exc:
         raise ServiceError(str(exc)) from None
     missing = [name for name in components if name not in running]
-    ports = {"api-server": cfg.port, "postgres": cfg.pg_port, "redis": cfg.redis_port}
+    ports = {"api-server": cfg.port, "postgres": cfg.pg_port, "redis": cfg.redis_port, "mlflow": cfg.mlflow_port}
     for name, port in ports.items():
         if name in missing and not _port_free(port, cfg.bind):
-            flag = {"api-server": "--port", "postgres": "--pg-port", "redis": "--redis-port"}[name]
+            flag = {"api-server": "--port", "postgres": "--pg-port", "redis": "--redis-port",
+                    "mlflow": "--mlflow-port"}[name]
             raise ServiceError(f"port {port} on {cfg.bind} is already in use ({name}); pick another with {flag}")
     env = cfg.env()
     if cfg.role == "all":
@@ -390,6 +453,12 @@ def up(cfg: ServiceConfig, log: Log, timeout_s: float = 180.0) -> dict[str, int]
                     cfg.datastores.init_postgres(log)
                 started[name] = _start(cfg, state, name, components[name], env, log)
                 _wait_datastore(cfg, name, started[name], log)
+                continue
+            if name == "mlflow":
+                started[name] = _start(cfg, state, name, components[name], {**env, **cfg.mlflow_store_env(env, log)},
+                                       log)
+                wait_mlflow(cfg.mlflow_url or "", started[name], cfg.state_dir / "mlflow.log", timeout_s)
+                log(f"MLflow tracking server at {cfg.mlflow_url}")
                 continue
             if not migrated:  # once, after the datastores and before the first Airflow process
                 _migrate(cfg, env, log)
@@ -443,8 +512,8 @@ def _wait_datastore(cfg: ServiceConfig, name: str, pid: int, log: Log, timeout_s
 def _write_join_file(cfg: ServiceConfig, env: dict[str, str], log: Log) -> None:
     """``celery.env``: the settings a worker host joins with (``npuflow airflow up --role worker --join F``)."""
     keys = ("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "AIRFLOW__CELERY__BROKER_URL", "AIRFLOW__CELERY__RESULT_BACKEND",
-            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL", "AIRFLOW__API__BASE_URL", HOSTS_ENV)
-    write_private_json(cfg.join_file, {k: env[k] for k in keys})
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL", "AIRFLOW__API__BASE_URL", HOSTS_ENV, MLFLOW_URI_ENV)
+    write_private_json(cfg.join_file, {k: env[k] for k in keys if k in env})
     log(f"worker hosts join with {cfg.join_file} (mode 0600)")
 
 

@@ -1,4 +1,4 @@
-"""The report task's operator extra link (light: DAG files import it through the operator at parse time)."""
+"""The report and track tasks' operator extra links (light: DAG files import them through the operator at parse time)."""
 
 from __future__ import annotations
 
@@ -27,3 +27,16 @@ class ReportLink(BaseOperatorLink):
         if getattr(operator, "stage_kind", None) != "report":
             return ""
         return report_url(ti_key.dag_id, ti_key.run_id)
+
+
+class MlflowRunLink(BaseOperatorLink):
+    """On the track stage's task: the MLflow run it sent (its URL, pushed to XCom by the task)."""
+
+    name = "MLflow run"
+
+    def get_link(self, operator: Any, *, ti_key: TaskInstanceKey) -> str:
+        if getattr(operator, "stage_kind", None) != "track":
+            return ""
+        from airflow.sdk.execution_time.xcom import XCom
+
+        return XCom.get_value(ti_key=ti_key, key="mlflow_run_url") or ""

@@ -1,4 +1,5 @@
-"""The Airflow plugin: the report task's "HTML report" link, and the api-server route that serves it.
+"""The Airflow plugin: the report task's "HTML report" and the track task's "MLflow run" links, and the
+api-server route that serves the report.
 
 Registered through the ``airflow.plugins`` entry point (pyproject.toml), so every Airflow component of an
 installation with npuflow has it, whatever its plugins folder. The route serves only ``report.html``,
@@ -13,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from airflow.plugins_manager import AirflowPlugin
-from npuflow.operators.links import SERVED, URL_PREFIX, ReportLink
+from npuflow.operators.links import SERVED, URL_PREFIX, MlflowRunLink, ReportLink
 
 from npuflow.rundir import run_dir_for, runs_root
 
@@ -44,5 +45,5 @@ def reports_app() -> Any:
 
 class NpuflowPlugin(AirflowPlugin):
     name = "npuflow"
-    operator_extra_links = [ReportLink()]
+    operator_extra_links = [ReportLink(), MlflowRunLink()]
     fastapi_apps = [{"app": reports_app(), "url_prefix": URL_PREFIX, "name": "npuflow reports"}]

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
-from npuflow.operators.links import ReportLink
+from npuflow.operators.links import MlflowRunLink, ReportLink
 
 from npuflow.errors import StageRefused
 from npuflow.execute import execute_stage
@@ -48,7 +48,7 @@ class RecipeStageOperator(BaseOperator):
     """
 
     template_fields: Sequence[str] = ()
-    operator_extra_links = (ReportLink(),)  # empty except on the report stage
+    operator_extra_links = (ReportLink(), MlflowRunLink())  # empty except on the report and track stages
 
     def __init__(self, *, recipe_id: str, stage: str, stage_kind: str, kill_grace_s: float = 10.0,
                  node_rank: int | None = None, **kwargs: Any) -> None:
@@ -115,24 +115,24 @@ class RecipeStageOperator(BaseOperator):
                 "provenance": run_provenance(Path(plan.run_dir), pin)}
         for key, value in result.get("xcom", {}).items():
             context["ti"].xcom_push(key=key, value=value)
+        if result.get("withheld"):  # a skipped task emits no asset event: deployments keep the model they have
+            raise AirflowSkipException(f"stage {self.stage}: {result['withheld']}")
         return {k: result[k] for k in ("ok", "summary", "outputs", "seconds", "metrics") if k in result}
 
     def secret_env(self, plan: Plan) -> dict[str, str]:
-        """The login of the Connection the kind names, as environment of the stage's process only (never argv
-        or the task log); only a download behind a login (Cityscapes) has one."""
+        """The Connection the kind names, in the variables the kind says, as environment of the stage's
+        process only (never argv or the task log): a download's login (Cityscapes), MLflow's server."""
         conn_id = self.kind.connection(self.recipe.data, plan)
         if not conn_id:
             return {}
         from airflow.sdk import BaseHook
 
-        from npuflow.datasets.prepare import PASSWORD_ENV, USER_ENV  # not at DAG parse time
-
         try:
             conn = BaseHook.get_connection(conn_id)
-        except Exception as exc:  # a missing connection only matters if a login is needed; the stage says so
-            self.log.warning("connection %r not available (%s)", conn_id, type(exc).__name__)
+        except Exception as exc:  # a missing connection only matters if it is needed; the stage says so
+            self.log.info("connection %r not available (%s)", conn_id, type(exc).__name__)
             return {}
-        return {USER_ENV: conn.login or "", PASSWORD_ENV: conn.password or ""}
+        return self.kind.connection_env(conn)
 
     def _started(self, proc: StageProcess) -> None:
         self._proc = proc

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,6 +23,17 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def scratch(factory: pytest.TempPathFactory, name: str) -> Iterator[Path]:
+    """A folder of a module or session fixture, removed when the fixture ends: runs and checkpoints of a whole
+    suite left in the temp dir would need tens of GB (pyproject sets the same for each test's ``tmp_path``)."""
+    folder = factory.mktemp(name)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def embedded_airflow_env(home: Path, migrate: bool = True) -> dict[str, str]:
@@ -50,9 +65,35 @@ def airflow_services(tmp_path_factory: pytest.TempPathFactory):
     which fails the session if anything they started is still alive."""
     from tests.airflow_services import start, stop
 
-    services = start(tmp_path_factory.mktemp("services"),
-                     extra_dags=(ROOT / "docs" / "examples" / "deploy_on_new_model.py",))
-    try:
-        yield services
-    finally:
-        stop(services)
+    with scratch(tmp_path_factory, "services") as home:
+        services = start(home, extra_dags=(ROOT / "docs" / "examples" / "deploy_on_new_model.py",))
+        try:
+            yield services
+        finally:
+            stop(services)
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real MLflow tracking server, started as ``npuflow airflow up --mlflow`` starts it (``make mlflow``'s
+    environment), its SQLite store and artifacts in a temporary folder; yields its URL."""
+    from npuflow.services import mlflow_server_argv, wait_mlflow
+
+    with scratch(tmp_path_factory, "mlflow") as home:
+        port, log = free_port(), home / "mlflow.log"
+        env = {**os.environ, "MLFLOW_BACKEND_STORE_URI": f"sqlite:///{home / 'mlflow.db'}",
+               "MLFLOW_ARTIFACTS_DESTINATION": str(home / "artifacts")}
+        with open(log, "wb") as fh:
+            proc = subprocess.Popen(mlflow_server_argv("127.0.0.1", port), env=env, cwd=home, stdout=fh,
+                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            wait_mlflow(url, proc.pid, log, timeout_s=120)
+            yield url
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()

@@ -103,7 +103,8 @@ def test_dag_shape(loaded: dict, dag_id: str) -> None:
         assert name in dag["params"], name
         assert dag["params"][name].get("description")
     tasks = {t[0]: t for t in dag["tasks"]}
-    assert next(iter(tasks)) == "prepare_dataset" and list(tasks)[-3:] == ["report", "gate_fp32", "gate_int8"]
+    assert next(iter(tasks)) == "prepare_dataset"
+    assert list(tasks)[-6:] == ["report", "gate_fp32", "gate_int8", "track", "promote_fp32", "promote_int8"]
     _, operator, pool, slots, _ = tasks["train"]
     assert operator == "RecipeStageOperator"
     assert pool == "npu_devices" and slots in (4, 8)
@@ -121,12 +122,13 @@ def test_nightly_schedule_waits_for_the_next_night(loaded: dict, dag_id: str) ->
     assert dag["start_date"] is None
 
 
-def test_the_gate_stages_declare_the_model_assets(loaded: dict) -> None:
-    """A model asset is updated by the gate that held the model to its numbers, never by its export."""
+def test_the_promote_stages_declare_the_model_assets(loaded: dict) -> None:
+    """A model asset is updated by the stage that made the gated model the champion, never by its export or a
+    gate (a model that passes its gates but scores below the champion must not reach a deployment)."""
     outlets = {d: v["outlets"] for d, v in loaded["dags"].items()}
     for dag_id in EXPECTED_DAGS:
-        assert outlets[dag_id] == {"gate_fp32": [f"model://{dag_id}/exported"],
-                                   "gate_int8": [f"model://{dag_id}/compressed"]}
+        assert outlets[dag_id] == {"promote_fp32": [f"model://{dag_id}/exported"],
+                                   "promote_int8": [f"model://{dag_id}/compressed"]}
 
 
 def test_pool_slots_follow_the_cards_of_the_default_profile(loaded: dict) -> None:

@@ -115,7 +115,7 @@ def test_cli_plan_prints_the_stages_as_json() -> None:
     stages = json.loads(out)["stages"]
     assert [s["name"] for s in stages] == ["prepare_dataset", "validate_dataset", "train", "export", "benchmark_fp32",
                                            "compress", "eval_int8", "benchmark_int8", "report", "gate_fp32",
-                                           "gate_int8"]
+                                           "gate_int8", "track", "promote_fp32", "promote_int8"]
     assert set(stages[2]) == {"name", "kind", "needs", "argv", "env", "cwd", "resume", "free_disk"}
     assert stages[2]["needs"] == ["validate_dataset"] and stages[5]["needs"] == ["export", "prepare_dataset"]
     assert stages[2]["resume"]["argv"] == ["-r", "{checkpoint_stem}"]  # filled once a checkpoint is chosen

@@ -214,8 +214,12 @@ class StageKind:
         return {}
 
     def connection(self, recipe_data: dict[str, Any], plan: Plan) -> str | None:
-        """The Airflow Connection whose login the stage's process needs (only a download behind a login)."""
+        """The Airflow Connection whose secrets the stage's process needs (a download behind a login, MLflow)."""
         return None
+
+    def connection_env(self, conn: Any) -> dict[str, str]:
+        """That Connection as environment of the stage's process only (never argv or the task log)."""
+        return {}
 
     # -- run time --------------------------------------------------------------------------------------
     def before(self, run: RunContext) -> None:
@@ -238,6 +242,11 @@ class StageKind:
     def xcom(self, result: Result) -> dict[str, Any]:
         """Extra XCom entries the operator pushes (key -> JSON value)."""
         return {}
+
+    def withheld(self, result: Result | None) -> str | None:
+        """Why this stage's assets get no event this time (a model that did not become the champion): the task
+        ends skipped with that reason; None announces as usual."""
+        return None
 
     def announced(self, result: Result | None, outputs: dict[str, str]) -> dict[str, str]:
         """The files the events of this stage's assets point at (``extra["outputs"]``): its own outputs, unless

@@ -30,6 +30,11 @@ class PrepareDataset(StageKind):
         login = load_dataset_spec(recipe_data["dataset"]["spec"]).get("download", {}).get("login")
         return login["connection"] if login and plan.dataset["source"]["kind"] == "download" else None
 
+    def connection_env(self, conn: Any) -> dict[str, str]:
+        from npuflow.datasets.prepare import PASSWORD_ENV, USER_ENV
+
+        return {USER_ENV: conn.login or "", PASSWORD_ENV: conn.password or ""}
+
     def collect(self, run: RunContext, outputs: dict[str, str], metrics: Any) -> DatasetResult:
         data = read_json(run.stage_dir / "dataset.json", f"stage {run.stage.name}")
         return DatasetResult(root=data["root"], source=data["source"], format=data["format"],

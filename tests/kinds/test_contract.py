@@ -17,7 +17,8 @@ KINDS = sorted(registry())
 
 def test_the_registry_finds_every_kind_module() -> None:
     assert set(KINDS) == {"prepare_dataset", "validate_dataset", "train", "export", "compress", "evaluate",
-                          "benchmark", "infer", "report", "onnx_export", "qat", "gate", "test_checkpoint"}
+                          "benchmark", "infer", "report", "onnx_export", "qat", "gate", "test_checkpoint", "track",
+                          "promote"}
 
 
 @pytest.mark.parametrize("name", KINDS)
