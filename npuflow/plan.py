@@ -46,6 +46,10 @@ PARAMS: dict[str, dict[str, Any]] = {
     "resume": {"type": "boolean",
                "description": "Resume training from the newest complete checkpoint (true) or start afresh (false). "
                               "Default: resume only when the train task is retried."},
+    "promotion": {"type": "string", "enum": ["auto", "approval"],
+                  "description": "A gated model at least as good as the MLflow champion replaces it at once (auto) or "
+                                 "once a person approves in Airflow (approval: no answer in time keeps the "
+                                 "champion). Default: the recipe's."},
     "runner": {"type": "string", "enum": ["process", "docker"],
                "description": "Run the stages as host processes or in the profile's container image. Default: the profile's."},
     "image": {"type": "string", "minLength": 1,
@@ -57,7 +61,7 @@ PARAMS: dict[str, dict[str, Any]] = {
 #: Variables the plan defines for every stage (declared in recipe.schema.json; recipes may not redefine them).
 BUILTIN_VARIABLES = frozenset(json.loads(SCHEMA_PATH.read_text())["$defs"]["builtin_variables"]["enum"])
 
-_TEMPLATE_PARAMS = ("epochs", "iters", "batch_size", "dataset_root", "toolkit_dir")
+_TEMPLATE_PARAMS = ("epochs", "iters", "batch_size", "dataset_root", "toolkit_dir", "promotion")
 
 
 class PlanError(ValueError):

@@ -4,12 +4,15 @@ The promote stage's program. The model a gate passed becomes a version of the re
 names (``<dag_id>`` for FP32, ``<dag_id>-int8``), its files under the run's artifacts (an ONNX model with an
 ``MLmodel`` of MLflow's onnx flavor, so ``mlflow.onnx.load_model("models:/<name>@champion")`` loads it; Paddle
 inference files as they are, with their ``infer_cfg.yml`` / ``deploy.yaml``), tagged with its metric, the
-digest of the validation set it was measured on and its gates' verdicts. It gets the ``challenger`` alias; it
-takes ``champion`` only when its promotion metric is at least the champion's minus the recipe's tolerance,
-measured on the same validation set (the digest the validate stage took). Otherwise the champion stays and
-``promotion.json`` says why; the stage's asset events (``model://<dag_id>/...``) follow the champion.
+digest of the validation split it was measured on (npuflow/datasets/digest.py) and its gates' verdicts. It
+gets the ``challenger`` alias; it takes ``champion`` only when its promotion metric is at least the
+champion's minus the recipe's tolerance, measured on the same validation set (the split's digest the validate
+stage took). Otherwise the champion stays and ``promotion.json`` says why; the stage's asset events
+(``model://<dag_id>/...``) follow the champion.
 
-Re-running is safe: a run's version is found again by its run id, and aliases are set, not added.
+With ``--mode approval`` a winner is only proposed (``awaiting_approval``); :func:`crown` moves the alias
+once a person approved in Airflow. Re-running is safe: a run's version is found again by its run id, and
+aliases are set, not added.
 """
 
 from __future__ import annotations
@@ -106,9 +109,9 @@ def decide(challenger: dict[str, Any], champion: dict[str, Any] | None, toleranc
     if champion.get("metric") != metric or champion.get("value") is None:
         return False, (f"the champion (version {champion['version']}) has no {metric} recorded: not compared, "
                        "it stays (promote by hand if it should go)")
-    if champion.get("dataset_digest") != challenger["dataset_digest"]:
+    if champion.get("validation_digest") != challenger["validation_digest"]:
         return False, (f"the champion (version {champion['version']}) was measured on another validation set "
-                       f"({champion.get('dataset_digest') or 'unknown'} != {challenger['dataset_digest']}): "
+                       f"({champion.get('validation_digest') or 'unknown'} != {challenger['validation_digest']}): "
                        "not compared, it stays")
     bound = champion["value"] - tolerance
     if value >= bound:
@@ -127,7 +130,7 @@ def _recorded(version: dict[str, Any] | None) -> dict[str, Any] | None:
     except (KeyError, ValueError):
         value = None
     return {"version": version["version"], "metric": tags.get("metric"), "value": value,
-            "dataset_digest": tags.get("dataset_digest", "")}
+            "validation_digest": tags.get("validation_digest", "")}
 
 
 def propose(args: argparse.Namespace, env: dict[str, str]) -> dict[str, Any]:
@@ -144,7 +147,7 @@ def propose(args: argparse.Namespace, env: dict[str, str]) -> dict[str, Any]:
     if not isinstance(value, (int, float)):
         raise TrackingRefused(f"the report has no measured {args.metric} (the recipe's promotion metric); "
                               f"measured: {sorted(report.get('measured') or {})}")
-    digest = dataset_digest(report)
+    digest = dataset_digest(report, validation=True)
     client = MlflowClient(where["tracking_uri"], env)
     registry = Registry(client)
     run_id = where["mlflow_run_id"]
@@ -165,20 +168,32 @@ def propose(args: argparse.Namespace, env: dict[str, str]) -> dict[str, Any]:
         version = client.call("POST", "mlflow/model-versions/create", json={
             "name": args.name, "source": f"{artifact_uri}/{folder}", "run_id": run_id,
             "description": f"Airflow run {report.get('run_id')} of {report.get('dag_id')} ({report.get('profile')})",
-            "tags": _tags({"metric": args.metric, "metric_value": value, "dataset_digest": digest,
+            "tags": _tags({"metric": args.metric, "metric_value": value, "validation_digest": digest,
                            "precision": args.precision, RUN_TAG: report.get("run_id"),
                            "profile": report.get("profile"), "format": "onnx" if onnx else "paddle-inference",
                            **gates})})["model_version"]
     registry.set_alias(args.name, CHALLENGER, version["version"])
     challenger = {"version": version["version"], "metric": args.metric, "value": float(value),
-                  "dataset_digest": digest}
+                  "validation_digest": digest}
     champion = _recorded(registry.alias(args.name, CHAMPION))
-    promoted, why = decide(challenger, champion, args.tolerance)
+    better, why = decide(challenger, champion, args.tolerance)
+    already = champion is not None and champion["version"] == version["version"]  # a retry after the alias moved
+    promoted = better and (args.mode == "auto" or already)
     if promoted:
         registry.set_alias(args.name, CHAMPION, version["version"])
+    elif better:
+        why += "; waiting for a person's approval in Airflow"
     return {**base, "registry": True, "version": version["version"], "value": float(value),
-            "champion_before": champion, "promoted": promoted, "why": why,
+            "champion_before": champion, "promoted": promoted, "awaiting_approval": better and not promoted,
+            "why": why, "tracking_uri": client.uri,
             "url": f"{client.uri}/#/models/{args.name}/versions/{version['version']}"}
+
+
+def crown(decision: dict[str, Any], env: dict[str, str]) -> dict[str, Any]:
+    """After a person approved in Airflow: the proposed version takes ``champion`` (the approval task)."""
+    Registry(MlflowClient(decision["tracking_uri"], env)).set_alias(decision["registered_model"], CHAMPION,
+                                                                    decision["version"])
+    return {**decision, "promoted": True, "awaiting_approval": False, "why": decision["why"] + "; approved"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -192,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--precision", required=True)
     ap.add_argument("--metric", required=True, help="the report's measured number that decides")
     ap.add_argument("--tolerance", type=float, default=0.0)
+    ap.add_argument("--mode", choices=("auto", "approval"), default="auto",
+                    help="approval: propose only; the approval task moves the alias once a person says so")
     ap.add_argument("--out", required=True, type=Path)
     args = ap.parse_args(argv)
     env = dict(os.environ)

@@ -169,10 +169,14 @@ def _flat(prefix: str, value: Any) -> Iterator[tuple[str, str]]:
         yield prefix, text[:PARAM_CHARS]
 
 
-def dataset_digest(report: dict[str, Any]) -> str:
-    """The digest of the validated dataset's files (the validate stage's), which says "the same validation set"."""
+def dataset_digest(report: dict[str, Any], *, validation: bool = False) -> str:
+    """The digest the validate stage took of the dataset's files or, with ``validation``, of its validation split
+    alone (the last split it checked): what "measured on the same validation set" compares, whatever the
+    training split and wherever the copy lives."""
     for result in (report.get("dataset") or {}).values():
-        digest = ((result or {}).get("content") or {}).get("digest")
+        content = (result or {}).get("content") or {}
+        splits = content.get("splits") or {}
+        digest = list(splits.values())[-1] if validation and splits else content.get("digest")
         if digest:
             return str(digest)
     return ""
@@ -186,7 +190,14 @@ def run_content(run_dir: Path, airflow_url: str | None = None) -> dict[str, Any]
     except (OSError, ValueError) as exc:
         raise TrackingRefused(f"{run_dir} has no readable plan.json and report.json (the report stage writes "
                               f"the latter): {exc}") from None
+    from npuflow.rundir import read_stage_result
+
     pinned = plan.get("pinned") or {}
+    # The stages this run selected, up to the tracking itself: which failed or never ran, which gates held.
+    held = [st for st in plan.get("stages", []) if st.get("enabled", True) and st["kind"] not in ("track", "promote")]
+    results = {st["name"]: read_stage_result(run_dir, st["name"]) for st in held}
+    failed = [n for n, r in results.items() if not (r or {}).get("ok")]
+    gate_stages = {st["name"]: bool((results[st["name"]] or {}).get("ok")) for st in held if st["kind"] == "gate"}
     params = dict(_flat("", {k: v for k, v in (pinned.get("params") or {}).items()}))
     params.update(_flat("recipe", plan.get("variables") or {}))
     provenance = report.get("provenance") or {}
@@ -201,8 +212,9 @@ def run_content(run_dir: Path, airflow_url: str | None = None) -> dict[str, Any]
             "npuflow.toolkit": f"{toolkit.get('name', '')}@{toolkit.get('ref', '')}",
             "npuflow.toolkit_commit": toolkit.get("pinned_commit") or "",
             "npuflow.dataset_digest": dataset_digest(report),
-            "npuflow.gates_passed": str(all(g.get("passed") for g in gates)).lower() if gates else "",
-            "npuflow.failed_stages": ",".join(n for n, s in (report.get("stages") or {}).items() if not s.get("ok")),
+            "npuflow.validation_digest": dataset_digest(report, validation=True),
+            "npuflow.gates_passed": str(all(gate_stages.values())).lower() if gate_stages else "",
+            "npuflow.failed_stages": ",".join(failed),
             **{f"gate.{g['gate']}": ("passed" if g.get("passed") else "MISSED") + f": {g.get('reason', '')}"
                for g in gates}}
     if (run_dir / "report.md").is_file():
@@ -220,7 +232,6 @@ def run_content(run_dir: Path, airflow_url: str | None = None) -> dict[str, Any]
     files = {name: run_dir / name for name in ARTIFACTS if (run_dir / name).is_file()}
     files.update({f"plots/{Path(p).name}": run_dir / p for p in (report.get("plots") or {}).values()
                   if (run_dir / p).is_file()})
-    failed = bool(tags["npuflow.failed_stages"]) or tags["npuflow.gates_passed"] == "false"
     return {"experiment": plan["dag_id"], "run_id": plan["run_id"], "params": params,
             "tags": {k: v for k, v in tags.items() if v}, "metrics": metrics, "files": files,
             "status": "FAILED" if failed else "FINISHED"}

@@ -7,6 +7,7 @@ from datetime import timedelta
 from typing import Any
 
 from airflow.sdk import DAG, Asset, CronTriggerTimetable, Param
+from npuflow.operators.approval import PromotionApproval
 from npuflow.operators.stage import RecipeStageOperator
 
 from npuflow.fleet import HOSTS_KEY, deployment_hosts
@@ -117,4 +118,11 @@ def build_dag(dag_id: str) -> DAG:
                 tasks[name] = RecipeStageOperator(**common)
             for need in spec.get("needs", []):
                 tasks[need] >> tasks[name]
+            if kind(spec["kind"]).approval:  # a person finishes what the stage proposes (a new champion)
+                approve = PromotionApproval(
+                    task_id=f"approve_{name}", promote_task=name, outlets=extra.get("outlets", []),
+                    timeout_hours=float(spec.get("settings", {}).get("approval_timeout_hours", 24)),
+                    trigger_rule="none_failed", doc_md=f"A person's approval of what {name} proposes (its "
+                                                       "promotion param: approval); skipped when there is none.")
+                tasks[name] >> approve
     return dag

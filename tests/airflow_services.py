@@ -31,6 +31,7 @@ class Services:
     port: int
     env: dict[str, str]
     up_output: str = ""
+    mlflow_url: str | None = None  # `up --mlflow`: MLflow's tracking server beside Airflow
     _tokens: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -134,9 +135,10 @@ def npuflow_airflow(env: dict[str, str], *args: str, timeout: float = 300.0) -> 
 
 
 def start(root: Path, *, extra_dags: tuple[Path, ...] = (), parallelism: int = 4,
-          project_dags: tuple[str, ...] | None = None) -> Services:
+          project_dags: tuple[str, ...] | None = None, mlflow: bool = False) -> Services:
     """``npuflow airflow up`` in ``root`` with a dags folder holding the project's DAG files (all, or the ids in
-    ``project_dags``) and ``extra_dags``. Also used by bench/trigger_latency.py."""
+    ``project_dags``) and ``extra_dags``, with MLflow's server beside it if ``mlflow``. Also used by
+    bench/trigger_latency.py."""
     dags = root / "dags"
     dags.mkdir(parents=True)
     project = sorted((ROOT / "dags").glob("*.py")) if project_dags is None else \
@@ -147,8 +149,12 @@ def start(root: Path, *, extra_dags: tuple[Path, ...] = (), parallelism: int = 4
     env = {**os.environ, "AIRFLOW_HOME": str(root / "airflow"), "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
            "NPUFLOW_RUNS_DIR": str(root / "runs"), "NPUFLOW_DEFAULT_PROFILE": "smoke", "PYTHONWARNINGS": "ignore"}
     env.pop(SERVICES_ENV, None)
-    proc = npuflow_airflow(env, "up", "--port", str(port), "--parallelism", str(parallelism))
-    services = Services(root=root, port=port, env=env, up_output=proc.stdout + proc.stderr)
+    env.pop("MLFLOW_TRACKING_URI", None)
+    mlflow_port = free_port() if mlflow else None
+    proc = npuflow_airflow(env, "up", "--port", str(port), "--parallelism", str(parallelism),
+                           *(["--mlflow", "--mlflow-port", str(mlflow_port)] if mlflow_port else []))
+    services = Services(root=root, port=port, env=env, up_output=proc.stdout + proc.stderr,
+                        mlflow_url=f"http://127.0.0.1:{mlflow_port}" if mlflow_port else None)
     if proc.returncode != 0:
         stop(services)
         raise AssertionError(f"npuflow airflow up failed ({proc.returncode}):\n{services.up_output}")

@@ -60,13 +60,13 @@ def airflow_env(tmp_path: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def airflow_services(tmp_path_factory: pytest.TempPathFactory):
-    """The real services (``npuflow airflow up``) in a temporary home, shared by the REST and UI tests; the
-    dags folder also holds the README's asset consumer. Stopped with ``npuflow airflow down`` at the end,
-    which fails the session if anything they started is still alive."""
+    """The real services (``npuflow airflow up --mlflow``: with MLflow's server) in a temporary home, shared by
+    the REST and UI tests; the dags folder also holds the README's asset consumer. Stopped with ``npuflow
+    airflow down`` at the end, which fails the session if anything they started is still alive."""
     from tests.airflow_services import start, stop
 
     with scratch(tmp_path_factory, "services") as home:
-        services = start(home, extra_dags=(ROOT / "docs" / "examples" / "deploy_on_new_model.py",))
+        services = start(home, extra_dags=(ROOT / "docs" / "examples" / "deploy_on_new_model.py",), mlflow=True)
         try:
             yield services
         finally:

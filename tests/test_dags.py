@@ -104,7 +104,9 @@ def test_dag_shape(loaded: dict, dag_id: str) -> None:
         assert dag["params"][name].get("description")
     tasks = {t[0]: t for t in dag["tasks"]}
     assert next(iter(tasks)) == "prepare_dataset"
-    assert list(tasks)[-6:] == ["report", "gate_fp32", "gate_int8", "track", "promote_fp32", "promote_int8"]
+    assert list(tasks)[-8:] == ["report", "gate_fp32", "gate_int8", "track", "promote_fp32", "approve_promote_fp32",
+                                "promote_int8", "approve_promote_int8"]
+    assert tasks["approve_promote_fp32"][1] == "PromotionApproval"
     _, operator, pool, slots, _ = tasks["train"]
     assert operator == "RecipeStageOperator"
     assert pool == "npu_devices" and slots in (4, 8)
@@ -127,8 +129,10 @@ def test_the_promote_stages_declare_the_model_assets(loaded: dict) -> None:
     gate (a model that passes its gates but scores below the champion must not reach a deployment)."""
     outlets = {d: v["outlets"] for d, v in loaded["dags"].items()}
     for dag_id in EXPECTED_DAGS:
-        assert outlets[dag_id] == {"promote_fp32": [f"model://{dag_id}/exported"],
-                                   "promote_int8": [f"model://{dag_id}/compressed"]}
+        assert outlets[dag_id] == {  # the approval task emits it when a person approves a proposed champion
+            "promote_fp32": [f"model://{dag_id}/exported"], "approve_promote_fp32": [f"model://{dag_id}/exported"],
+            "promote_int8": [f"model://{dag_id}/compressed"],
+            "approve_promote_int8": [f"model://{dag_id}/compressed"]}
 
 
 def test_pool_slots_follow_the_cards_of_the_default_profile(loaded: dict) -> None:

@@ -31,7 +31,7 @@ CONSUMER = "deploy_ppyoloe_plus"
 # The FP32 path only: the compression branch (minutes of ACT) is the stages param's choice, and skipped here.
 PPYOLOE_CONF = {"epochs": 2, "batch_size": 2,
                 "stages": ["prepare_dataset", "validate_dataset", "train", "export", "benchmark_fp32", "report",
-                           "gate_fp32"]}
+                           "gate_fp32", "track", "promote_fp32"]}
 
 
 def _when(ts: str) -> datetime:
@@ -124,7 +124,9 @@ def test_rest_trigger_with_conf_runs_the_ppyoloe_smoke_dag(airflow_services: Ser
     assert {k: v["state"] for k, v in tis.items()} == {
         "prepare_dataset": "success", "validate_dataset": "success", "train": "success", "export": "success",
         "benchmark_fp32": "success", "compress": "skipped", "eval_int8": "skipped", "benchmark_int8": "skipped",
-        "report": "success", "gate_fp32": "success", "gate_int8": "skipped"}
+        "report": "success", "gate_fp32": "success", "gate_int8": "skipped", "track": "success",
+        "promote_fp32": "success", "promote_int8": "skipped", "approve_promote_fp32": "skipped",
+        "approve_promote_int8": "skipped"}  # automatic promotion: nothing to approve
     # the conf reached the toolkit: two epochs, batch size 2, as the plan the tasks ran shows
     log = s.log(PPYOLOE, run_id, "train")
     assert "paddle.distributed.launch" in log and "--nproc_per_node" in log
@@ -154,6 +156,83 @@ def test_the_report_task_links_its_html_report_which_the_api_server_serves(airfl
     for bad in (f"/npuflow/reports/{PPYOLOE}/{quote(run_id)}/plan.json",
                 f"/npuflow/reports/{PPYOLOE}/{quote(run_id)}/..%2F..%2F..%2Fairflow%2Fairflow.cfg"):
         assert _get(s.url + bad, s.token("viewer"))[0] == 404
+
+
+def test_the_track_task_links_its_mlflow_run_which_links_back_and_holds_the_champion(airflow_services: Services,
+                                                                                       two_runs: dict) -> None:
+    """``npuflow airflow up --mlflow`` started MLflow beside Airflow and pointed the tasks at it: the run is in
+    MLflow, each side links to the other, and the first gated model of the DAG is its registered champion."""
+    s, run_id = airflow_services, two_runs["runs"][PPYOLOE]
+    assert s.mlflow_url and f"MLflow: {s.mlflow_url}" in s.up_output
+    links = s.ok("GET", f"{s.run_path(PPYOLOE, run_id)}/taskInstances/track/links")["extra_links"]
+    prefix = f"{s.mlflow_url}/#/experiments/"
+    assert links["MLflow run"].startswith(prefix), links
+    mlflow_run_id = links["MLflow run"].rsplit("/", 1)[1]
+    with urllib.request.urlopen(f"{s.mlflow_url}/api/2.0/mlflow/runs/get?run_id={mlflow_run_id}", timeout=30) as resp:
+        run = json.loads(resp.read())["run"]
+    tags = {t["key"]: t["value"] for t in run["data"]["tags"]}
+    assert run["info"]["status"] == "FINISHED"
+    assert tags["airflow_url"] == f"{s.url}/dags/{PPYOLOE}/runs/{quote(run_id)}"
+    assert "npuflow.failed_stages" not in tags and tags["npuflow.gates_passed"] == "true"
+    with urllib.request.urlopen(f"{s.mlflow_url}/api/2.0/mlflow/registered-models/alias?name={PPYOLOE}"
+                                f"&alias=champion", timeout=30) as resp:
+        champion = json.loads(resp.read())["model_version"]
+    assert champion["run_id"] == mlflow_run_id
+    decision = s.xcom(PPYOLOE, run_id, "promote_fp32", key="promotion")
+    assert decision["promoted"] and decision["registry"] and decision["version"] == champion["version"]
+    assert {f"{PPYOLOE}/model.pdmodel", f"{PPYOLOE}/model.pdiparams", f"{PPYOLOE}/infer_cfg.yml"} <= set(
+        _artifacts(s.mlflow_url, mlflow_run_id, f"models/{PPYOLOE}"))
+
+
+def _champion(s: Services, name: str) -> str:
+    with urllib.request.urlopen(f"{s.mlflow_url}/api/2.0/mlflow/registered-models/alias?name={name}&alias=champion",
+                                timeout=30) as resp:
+        return json.loads(resp.read())["model_version"]["version"]
+
+
+def test_an_approval_run_asks_a_person_approve_moves_the_champion_reject_keeps_it(airflow_services: Services,
+                                                                                 two_runs: dict) -> None:
+    """promotion=approval: each promote stage only proposes (YOLOR's smoke mAP ties its champion's, so it
+    would win); its approval task waits in Airflow for an answer over REST. FP32 approved: the alias moves and
+    the asset event goes out from the approval task. INT8 rejected: the champion and the asset stay."""
+    s = airflow_services
+    assert two_runs["states"][YOLOR] == "success"  # YOLOR has champions already
+    before = {name: _champion(s, name) for name in (YOLOR, f"{YOLOR}-int8")}
+    run_id = s.trigger(YOLOR, {"promotion": "approval", "epochs": 1})
+    waiting = {"approve_promote_fp32", "approve_promote_int8"}
+    deadline = time.monotonic() + 600
+    while True:
+        tis = s.task_instances(YOLOR, run_id)
+        if all(tis[t]["state"] == "awaiting_input" for t in waiting):
+            break
+        run_state = s.ok("GET", s.run_path(YOLOR, run_id))["state"]
+        assert run_state in ("queued", "running") and time.monotonic() < deadline, (
+            {k: v["state"] for k, v in tis.items()}, s.log(YOLOR, run_id, "promote_fp32")[-1500:])
+        time.sleep(3)
+    assert tis["promote_fp32"]["state"] == "skipped"  # it proposed; nothing is announced yet
+    proposal = s.xcom(YOLOR, run_id, "promote_fp32", key="promotion")
+    assert proposal["awaiting_approval"] and not proposal["promoted"]
+    path = f"{s.run_path(YOLOR, run_id)}/taskInstances/approve_promote_fp32/-1/hitlDetails"
+    detail = s.ok("GET", path)
+    assert f"version {proposal['version']} the champion" in detail["subject"], detail
+    assert detail["options"] == ["Approve", "Reject"] and detail["defaults"] == ["Reject"]
+    assert _champion(s, YOLOR) == before[YOLOR]  # nothing moved while waiting
+    s.ok("PATCH", path, {"chosen_options": ["Approve"]})
+    s.ok("PATCH", path.replace("approve_promote_fp32", "approve_promote_int8"), {"chosen_options": ["Reject"]})
+    assert s.wait_run(YOLOR, run_id, timeout=300) == "success"
+    tis = s.task_instances(YOLOR, run_id)
+    assert (tis["approve_promote_fp32"]["state"], tis["approve_promote_int8"]["state"]) == ("success", "skipped")
+    assert _champion(s, YOLOR) == proposal["version"] != before[YOLOR]
+    assert _champion(s, f"{YOLOR}-int8") == before[f"{YOLOR}-int8"]
+    events = s.ok("GET", "/api/v2/assets/events?source_dag_id=" + YOLOR)["asset_events"]
+    mine = [(e["uri"], e["source_task_id"]) for e in events if e["source_run_id"] == run_id]
+    assert mine == [(f"model://{YOLOR}/exported", "approve_promote_fp32")], mine
+
+
+def _artifacts(mlflow_url: str, run_id: str, path: str) -> list[str]:
+    with urllib.request.urlopen(f"{mlflow_url}/api/2.0/mlflow/artifacts/list?run_id={run_id}&path={path}",
+                                timeout=30) as resp:
+        return [f["path"].removeprefix("models/") for f in json.loads(resp.read()).get("files", [])]
 
 
 def _get(url: str, token: str | None, cookie: str | None = None) -> tuple[int, str, str]:
@@ -188,8 +267,7 @@ def test_the_export_asset_schedules_the_consumer_dag(airflow_services: Services,
     events = s.ok("GET", "/api/v2/assets/events?source_dag_id=" + PPYOLOE)["asset_events"]
     mine = [e for e in events if e["source_run_id"] == run_id]
     assert len(mine) == 1 and mine[0]["uri"] == f"model://{PPYOLOE}/exported"
-    # the asset hangs on the promotion: only a model that passed its gates and (MLflow off here: no registry to
-    # compare with) is announced
+    # the asset hangs on the promotion: only a model that passed its gates and became the champion is announced
     assert mine[0]["source_task_id"] == "promote_fp32"
     prov = mine[0]["extra"]["provenance"]  # what produced the model, for whoever deploys it
     report = s.xcom(PPYOLOE, run_id, "report", key="report")

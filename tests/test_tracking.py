@@ -127,6 +127,7 @@ def test_the_first_model_becomes_champion_and_its_run_is_all_in_mlflow(nights: d
     assert tags["airflow_dag_id"] == DAG and tags["airflow_url"] == f"{AIRFLOW_URL}dags/{DAG}/runs/night1"
     assert tags["gate.int8_drop"].startswith("passed") and tags["npuflow.gates_passed"] == "true"
     assert tags["npuflow.dataset_digest"].startswith("sha256:") and tags["npuflow.toolkit_commit"]
+    assert tags["npuflow.validation_digest"].startswith("sha256:")
     assert tags["mlflow.note.content"].startswith("# ")  # the Markdown report as the run's description
     assert params["profile"] == "smoke" and params["recipe.default_epochs"] == "24"
     report = json.loads((Path(nights["plans"]["night1"].run_dir) / "report.json").read_text())
@@ -192,12 +193,12 @@ def test_a_better_model_replaces_the_champion_and_a_consumer_loads_it(nights: di
 
 
 def test_the_decision_compares_on_the_same_validation_set_within_the_tolerance() -> None:
-    challenger = {"version": "5", "metric": "m", "value": 40.0, "dataset_digest": "sha256:a"}
-    champion = {"version": "3", "metric": "m", "value": 40.05, "dataset_digest": "sha256:a"}
+    challenger = {"version": "5", "metric": "m", "value": 40.0, "validation_digest": "sha256:a"}
+    champion = {"version": "3", "metric": "m", "value": 40.05, "validation_digest": "sha256:a"}
     assert decide(challenger, None, 0.1)[0]
     assert decide(challenger, champion, 0.1)[0]  # 0.05 below, within the tolerance
     assert not decide(challenger, champion, 0.0)[0]
-    other_set = {**champion, "value": 10.0, "dataset_digest": "sha256:b"}
+    other_set = {**champion, "value": 10.0, "validation_digest": "sha256:b"}
     promoted, why = decide(challenger, other_set, 0.1)
     assert not promoted and "another validation set" in why  # a higher number on other data proves nothing
     no_metric = {**champion, "metric": "other"}

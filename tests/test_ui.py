@@ -61,8 +61,8 @@ def test_log_in_open_the_trigger_form_trigger_and_see_the_run_succeed(airflow_se
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     wait = WebDriverWait(browser, 60)
 
-    def shot(name: str, height: int = 1000) -> None:
-        browser.set_window_size(1400, height)
+    def shot(name: str, height: int = 1000, width: int = 1400) -> None:
+        browser.set_window_size(width, height)
         browser.save_screenshot(str(ARTIFACTS / f"{name}.png"))
 
     # log in: the UI sends us to the login page and back to the DAG
@@ -84,7 +84,7 @@ def test_log_in_open_the_trigger_form_trigger_and_see_the_run_succeed(airflow_se
     wait.until(ec.visibility_of_element_located((By.CSS_SELECTOR, "input[name=element_epochs]")))
     dialog = browser.find_element(By.XPATH, "//*[@role='dialog'][.//input[@name='element_epochs']]")
     text = dialog.text
-    for param in ("profile", "stages", "epochs", "iters", "batch_size", "resume"):
+    for param in ("profile", "stages", "epochs", "iters", "batch_size", "resume", "promotion"):
         assert param in text, f"param {param} not in the trigger form's first group"
     assert "Override the training length in epochs." in text
     assert "Recipe profile: production on the NPU servers, smoke on CPU." in text
@@ -148,3 +148,25 @@ def test_log_in_open_the_trigger_form_trigger_and_see_the_run_succeed(airflow_se
     shot("06-html-report", height=min(int(height) + 100, 6000))
     assert len(images) >= 3 and all(w and w > 100 for w in loaded), loaded  # loss/lr, throughput, latency plots
     assert "gate(s) passed" in browser.find_element(By.ID, "verdict").text
+
+    # the track task's "MLflow run" link opens the run in MLflow's own UI (npuflow airflow up --mlflow started it)
+    browser.get(f"{s.url}/dags/{DAG_ID}/runs/{quote(run_id)}/tasks/track/details")
+    try:
+        link = wait.until(ec.element_to_be_clickable((By.LINK_TEXT, "MLflow run")))
+    finally:
+        shot("07-track-task-details")
+    expected = s.ok("GET", f"{s.run_path(DAG_ID, run_id)}/taskInstances/track/links")["extra_links"]["MLflow run"]
+    assert s.mlflow_url and link.get_attribute("href") == expected and expected.startswith(s.mlflow_url)
+    browser.get(expected)
+    try:  # the run's name is the Airflow run id; its metrics and the report among its artifacts
+        wait.until(ec.text_to_be_present_in_element((By.TAG_NAME, "body"), run_id))
+    finally:
+        shot("08-mlflow-run", height=1400)
+    # the registered model: versions, and the champion alias on the model that earned it
+    browser.set_window_size(2200, 1400)  # wide enough for both alias chips of a version
+    browser.get(f"{s.mlflow_url}/#/models/{DAG_ID}")
+    try:
+        wait.until(ec.text_to_be_present_in_element((By.TAG_NAME, "body"), "champion"))
+    finally:
+        shot("09-mlflow-registered-model", height=1400, width=2200)
+    assert "challenger" in browser.find_element(By.TAG_NAME, "body").text

@@ -15,8 +15,9 @@ import hashlib
 import json
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 CHUNK = 1 << 20
 #: Files a toolkit writes into a dataset it reads: the YOLOR port's label caches (``.cache3``; ``.cache`` in YOLOv5).
@@ -31,10 +32,19 @@ class Digest:
     files: int
     hashed: int  # files read this time (new or changed)
     bytes_hashed: int
+    splits: dict[str, str] = field(default_factory=dict)  # split -> the digest of that split's files alone
 
     def to_dict(self) -> dict[str, object]:
         return {"digest": self.digest, "files": self.files, "hashed": self.hashed, "reused": self.files - self.hashed,
-                "bytes_hashed": self.bytes_hashed}
+                "bytes_hashed": self.bytes_hashed, "splits": self.splits}
+
+
+def in_split(rel: str, split: str) -> bool:
+    """A file of ``split``: under a folder of that name (``val2017/``, ``leftImg8bit/val/``) or named for it
+    (``instances_val2017.json``). A derived list file (``val2017.txt``) holds this copy's absolute paths, not
+    data: it is no part of the split's digest, so two copies of the same split compare equal."""
+    parts = rel.split("/")
+    return split in parts[:-1] or Path(parts[-1]).stem.endswith(f"_{split}")
 
 
 def cache_path(root: Path, cache_dir: Path = DEFAULT_CACHE) -> Path:
@@ -73,14 +83,16 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def dataset_digest(root: Path, cache_dir: Path = DEFAULT_CACHE) -> Digest:
-    """The digest of ``root``'s files, reading only those the cache does not know at their size and mtime."""
+def dataset_digest(root: Path, cache_dir: Path = DEFAULT_CACHE, splits: tuple[str, ...] = ()) -> Digest:
+    """The digest of ``root``'s files, reading only those the cache does not know at their size and mtime, and
+    one of each of ``splits`` (what "measured on the same validation set" compares)."""
     cache = cache_path(root, cache_dir)
     try:
         known = json.loads(cache.read_text())
     except (OSError, ValueError):
         known = {}
     entries, hashed, nbytes, whole = {}, 0, 0, hashlib.sha256()
+    per_split: dict[str, Any] = {}
     for rel, st in _files(root):
         key = [st.st_size, st.st_mtime_ns]
         old = known.get(rel)
@@ -91,7 +103,11 @@ def dataset_digest(root: Path, cache_dir: Path = DEFAULT_CACHE) -> Digest:
             hashed, nbytes = hashed + 1, nbytes + st.st_size
         entries[rel] = [*key, sha]
         whole.update(f"{rel}\0{sha}\n".encode())
+        for split in splits:
+            if in_split(rel, split):
+                per_split.setdefault(split, hashlib.sha256()).update(f"{rel}\0{sha}\n".encode())
     if hashed or entries.keys() != known.keys():
         with contextlib.suppress(OSError):  # a cache folder it may not write (a container's view): re-read next time
             _write_json(cache, entries)
-    return Digest("sha256:" + whole.hexdigest(), len(entries), hashed, nbytes)
+    return Digest("sha256:" + whole.hexdigest(), len(entries), hashed, nbytes,
+                  {split: "sha256:" + h.hexdigest() for split, h in per_split.items()})

@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     report = {**found.to_dict(), "format": args.format, "root": str(args.root), "splits": splits,
               "expect": args.expect, "seconds": round(time.time() - started, 3)}
     if found.ok:  # provenance: what the models are trained on, re-reading only files that changed
-        content = dataset_digest(args.root, args.digest_cache)
+        content = dataset_digest(args.root, args.digest_cache, tuple(splits))
         report["content"] = content.to_dict()
         print(f"content {content.digest} ({content.files} files, {content.hashed} read, "
               f"{content.files - content.hashed} unchanged since the last digest)")

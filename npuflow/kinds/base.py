@@ -196,6 +196,9 @@ class StageKind:
     #: False for the project's own bookkeeping (fetching data, validating it, the report, the gates), which runs
     #: where Airflow runs.
     in_container: ClassVar[bool] = True
+    #: The DAG gets an ``approve_<stage>`` task after the stage (operators/approval.py): a person's answer in
+    #: Airflow finishes what the stage proposed (a promotion).
+    approval: ClassVar[bool] = False
     #: With ``nnodes > 1`` on a fleet (``NPUFLOW_HOSTS``), the stage is one mapped task per node, each routed
     #: to its host's Celery queue (the toolkit's launcher spans the nodes: training).
     per_node: ClassVar[bool] = False

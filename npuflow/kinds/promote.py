@@ -3,6 +3,11 @@
 The program is npuflow/registry.py. The stage carries the model assets (``model://<dag_id>/exported``), which
 the gates carried before: a run whose model stays challenger ends this task skipped, so no asset event tells
 a deployment to take it. With tracking off there is no registry: the gated model is announced as before.
+
+With ``mode: approval`` (the run's ``promotion`` param) a model that would win is only proposed: the DAG
+factory adds an ``approve_<stage>`` task after this one (operators/approval.py, the standard provider's
+approval operator), which asks a person in Airflow, moves the alias on "Approve" and then carries the asset
+event; "Reject" or no answer within ``approval_timeout_hours`` keeps the champion.
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ class PromoteResult(Result):
     metric: str = ""
     value: float | None = None
     champion_before: dict[str, Any] | None = None
+    awaiting_approval: bool = False
+    tracking_uri: str = ""
     model_files: dict[str, str] = field(default_factory=dict)
 
 
@@ -38,6 +45,7 @@ class Promote(StageKind):
                    "least as good on the same validation set; its assets follow the champion.")
     produces = PromoteResult
     consumes = {"gate": Role(GateResult), "tracking": Role(TrackResult)}
+    approval = True
     settings_schema = {
         "type": "object", "additionalProperties": False, "required": ["registered_model", "metric"],
         "properties": {
@@ -47,6 +55,9 @@ class Promote(StageKind):
                                                         "e.g. benchmark_fp32.bbox_map"},
             "tolerance": {"type": ["number", "string"], "description": "How far below the champion a challenger "
                                                                       "may be and still replace it"},
+            "mode": {"type": "string", "description": "auto, or approval: a person approves in Airflow"},
+            "approval_timeout_hours": {"type": "number", "exclusiveMinimum": 0,
+                                       "description": "How long the approval waits; then the champion stays"},
         },
     }
     ui_color = "#ffe8cc"
@@ -60,7 +71,7 @@ class Promote(StageKind):
                              "--gate-result", str(Path(gate.command.stage_dir) / "result.json"),
                              "--name", ctx.setting("registered_model"), "--precision", ctx.setting("precision", "fp32"),
                              "--metric", ctx.setting("metric"), "--tolerance", str(ctx.setting("tolerance", 0)),
-                             "--out", out],
+                             "--mode", ctx.setting("mode", "auto"), "--out", out],
                        cwd=ctx.plan.run_dir, env={"PYTHONPATH": ctx.var("project_root")}, outputs={"decision": [out]})
 
     def connection(self, recipe_data: dict[str, Any], plan: Any) -> str | None:
@@ -77,10 +88,14 @@ class Promote(StageKind):
 
     def summary(self, result: Result | None) -> str:
         assert isinstance(result, PromoteResult)
+        if result.awaiting_approval:
+            return f"proposed for champion, waiting for approval: {result.why}"
         return ("champion: " if result.promoted else "champion stays: ") + result.why
 
     def withheld(self, result: Result | None) -> str | None:
         assert isinstance(result, PromoteResult)
+        if result.awaiting_approval:
+            return f"the champion moves only once a person approves in the approval task after this one: {result.why}"
         return None if result.promoted else f"champion stays, no asset event: {result.why}"
 
     def announced(self, result: Result | None, outputs: dict[str, str]) -> dict[str, str]:

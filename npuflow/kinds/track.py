@@ -1,4 +1,5 @@
-"""track: send the run folder to MLflow (npuflow/tracking.py) after the report, a failed night included.
+"""track: send the run folder to MLflow (npuflow/tracking.py) after the report and the gates, a failed night
+included (as a FAILED MLflow run).
 
 Its own stage, not the report's work: an MLflow outage then retries the sending alone (``retries`` in the
 recipe) and never a report; whatever the server says, the run folder keeps everything, and ``npuflow track``
@@ -14,6 +15,7 @@ from typing import Any
 
 from npuflow import tracking
 from npuflow.kinds.base import Command, PlanContext, ReportResult, Result, Role, RunContext, StageKind, read_json
+from npuflow.kinds.gate import GateResult
 
 
 @dataclass
@@ -43,7 +45,7 @@ class Track(StageKind):
     in_container = False
     description = "Send the run's params, step metrics, measured numbers, gates and report to MLflow."
     produces = TrackResult
-    consumes = {"report": Role(ReportResult, required=False)}
+    consumes = {"report": Role(ReportResult, required=False), "gates": Role(GateResult, required=False, many=True)}
     ui_color = "#d0ebff"
     runs_after_failures = True  # a failed night is tracked too, as a FAILED MLflow run
 
