@@ -139,7 +139,8 @@ class Datastores:
         log(f"PostgreSQL cluster created in {self.pg_data}")
 
     def database_url(self, name: str = DB_NAME) -> str:
-        return f"postgresql://{DB_USER}:{self.passwords()['postgres']}@{self.bind}:{self.pg_port}/{name}"
+        # The driver named: SQLAlchemy 2.1 takes a bare postgresql:// for psycopg 3.
+        return f"postgresql+psycopg2://{DB_USER}:{self.passwords()['postgres']}@{self.bind}:{self.pg_port}/{name}"
 
     def create_database(self, log: Log, name: str = DB_NAME) -> None:
         """Create database ``name`` (Airflow's; MLflow's) if the cluster does not have it (the local socket)."""

@@ -13,6 +13,7 @@ import re
 import shutil
 import signal
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     root = tmp_path_factory.mktemp("fleet")
     (root / "dags").mkdir()
     (root / "dags" / f"{SSD}.py").write_text((ROOT / "dags" / f"{SSD}.py").read_text())
-    port, pg, redis = free_port(), free_port(), free_port()
+    port, pg, redis, mlflow = free_port(), free_port(), free_port(), free_port()
     base = {**os.environ, "AIRFLOW__CORE__DAGS_FOLDER": str(root / "dags"), "NPUFLOW_RUNS_DIR": str(root / "runs"),
             "NPUFLOW_DEFAULT_PROFILE": "smoke", "PYTHONWARNINGS": "ignore"}
     base.pop("NPUFLOW_SERVICES", None)
@@ -42,7 +43,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     worker_env = {**base, "AIRFLOW_HOME": str(root / "host1")}
     server = npuflow_airflow(server_env, "up", "--executor", "celery", "--workers", "node0", "--hosts", "node0,node1",
                              "--port", str(port), "--pg-port", str(pg), "--redis-port", str(redis),
-                             "--concurrency", "3", "--heartbeat-timeout", "20")
+                             "--concurrency", "3", "--heartbeat-timeout", "20", "--mlflow", "--mlflow-port", str(mlflow))
     started = [server_env]
     try:
         assert server.returncode == 0, server.stdout + server.stderr
@@ -55,7 +56,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         assert worker.returncode == 0, worker.stdout + worker.stderr
         services = Services(root=root, port=port, env=server_env)  # REST against the scheduler host
         yield {"services": services, "root": root, "worker_env": worker_env, "worker_args": worker_args,
-               "server_out": server.stdout}
+               "server_out": server.stdout, "mlflow": f"http://127.0.0.1:{mlflow}"}
     finally:
         for env in reversed(started):
             npuflow_airflow(env, "down")
@@ -99,8 +100,9 @@ def _run_dir(root: Path, run_id: str) -> Path:
 
 def test_the_server_runs_postgres_redis_and_the_scheduler_side(fleet: dict[str, Any]) -> None:
     state = _read_state(ServiceConfig(home=fleet["root"] / "airflow"))
-    assert {"postgres", "redis", "api-server", "scheduler", "dag-processor", "triggerer", "worker-node0"} \
+    assert {"postgres", "redis", "api-server", "scheduler", "dag-processor", "triggerer", "worker-node0", "mlflow"} \
         <= set(state["components"])
+    assert not (fleet["root"] / "airflow" / "services" / "mlflow.db").exists()  # MLflow's store: the PostgreSQL
     assert state["executor"] == "celery"
     health = fleet["services"].ok("GET", "/api/v2/monitor/health")
     assert health["metadatabase"]["status"] == "healthy" and health["scheduler"]["status"] == "healthy"
@@ -111,7 +113,7 @@ def test_two_node_training_triggered_once_runs_one_task_per_worker(fleet: dict[s
     services.unpause(SSD)
     master = f"127.0.0.1:{free_port()}"
     conf = {"profile": "smoke", "nnodes": 2, "master": master, "rendezvous": "static",
-            "stages": ["prepare_dataset", "validate_dataset", "train", "report"]}
+            "stages": ["prepare_dataset", "validate_dataset", "train", "report", "track"]}
     run_id = services.trigger(SSD, conf)
     assert services.wait_run(SSD, run_id, timeout=400) == "success"
     tis = _ti(services, run_id)
@@ -129,6 +131,11 @@ def test_two_node_training_triggered_once_runs_one_task_per_worker(fleet: dict[s
     digests = {**_digests(node0), **_digests(node1)}
     assert sorted(digests) == ["0", "1", "2", "3"] and len(set(digests.values())) == 1, digests
     assert set(_digests(node1)) == {"2", "3"}  # static ranks: node 1 holds global ranks 2 and 3
+    # tracked in the MLflow server `up --mlflow` started, on the deployment's PostgreSQL
+    mlflow_run = services.xcom(SSD, run_id, "track", key="mlflow_run_url").rsplit("/", 1)[1]
+    with urllib.request.urlopen(f"{fleet['mlflow']}/api/2.0/mlflow/runs/get?run_id={mlflow_run}", timeout=30) as resp:
+        tags = {t["key"]: t["value"] for t in json.loads(resp.read())["run"]["data"]["tags"]}
+    assert tags["airflow_run_id"] == run_id and tags["npuflow.profile"] == "smoke"
     result1 = json.loads((run_dir / "train" / "node1" / "result.json").read_text())
     assert result1["ok"] and "--node-rank" in result1["argv"] and result1["argv"][result1["argv"].index("--node-rank") + 1] == "1"
 
