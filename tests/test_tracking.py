@@ -233,3 +233,21 @@ def test_a_run_folder_without_its_report_is_refused_not_retried(tmp_path: Path) 
 
     with pytest.raises(TrackingRefused, match=r"no readable plan\.json and report\.json"):
         run_content(tmp_path)
+
+
+def test_the_connection_names_the_server_and_its_login_in_mlflows_own_variables(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Airflow Connection mlflow_default, as the track and promote tasks hand it to their process; a worker's
+    own MLFLOW_TRACKING_URI wins."""
+    from types import SimpleNamespace
+
+    from npuflow.kinds.track import mlflow_env
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    conn = SimpleNamespace(host="mlflow.example.com", schema="https", port=8443, login="ci", password="s3cret")
+    assert mlflow_env(conn) == {"MLFLOW_TRACKING_URI": "https://mlflow.example.com:8443",
+                                "MLFLOW_TRACKING_USERNAME": "ci", "MLFLOW_TRACKING_PASSWORD": "s3cret"}
+    assert mlflow_env(SimpleNamespace(host="http://10.0.0.5:5000", schema=None, port=None, login=None,
+                                      password=None)) == {"MLFLOW_TRACKING_URI": "http://10.0.0.5:5000"}
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://worker-own:5000")
+    assert mlflow_env(conn) == {}
