@@ -73,10 +73,12 @@ def airflow_services(tmp_path_factory: pytest.TempPathFactory):
             stop(services)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real MLflow tracking server, started as ``npuflow airflow up --mlflow`` starts it (``make mlflow``'s
-    environment), its SQLite store and artifacts in a temporary folder; yields its URL."""
+    environment), its SQLite store and artifacts in a temporary folder; yields its URL. Per module: its
+    uvicorn worker and job consumers must not load the machine under the next module's timing-sensitive
+    rank-kill tests."""
     from npuflow.services import mlflow_server_argv, wait_mlflow
 
     with scratch(tmp_path_factory, "mlflow") as home:
