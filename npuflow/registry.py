@@ -198,6 +198,7 @@ def crown(decision: dict[str, Any], env: dict[str, str]) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     from npuflow.errors import refuse
+    from npuflow.rundir import write_json
 
     ap = argparse.ArgumentParser(prog="python -m npuflow.registry", description=__doc__.split("\n\n")[0])
     ap.add_argument("--run-dir", required=True, type=Path)
@@ -219,8 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     except TrackingError as exc:
         print(f"error: {exc}; the run folder keeps the model: the retry registers it", file=sys.stderr)
         return 1
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(args.out, result)
     print(result["why"])
     return 0
 

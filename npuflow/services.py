@@ -40,6 +40,7 @@ from npuflow.datastores import DatastoreError, Datastores, wait_port, write_priv
 from npuflow.fleet import HOSTS_ENV
 from npuflow.proc import marked_processes, stop_processes
 from npuflow.recipe import PROJECT_ROOT
+from npuflow.tracking import URI_ENV as TRACKING_URI_ENV
 
 Log = Callable[[str], None]
 
@@ -84,7 +85,6 @@ def embedded_airflow_env(base: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-MLFLOW_URI_ENV = "MLFLOW_TRACKING_URI"
 MLFLOW_DB = "mlflow"
 
 
@@ -216,7 +216,7 @@ class ServiceConfig:
         if self.heartbeat_timeout_s:
             env["AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT"] = str(self.heartbeat_timeout_s)
         if self.mlflow_url and self.role == "all":
-            env[MLFLOW_URI_ENV] = self.mlflow_url  # the track and promote tasks send there
+            env[TRACKING_URI_ENV] = self.mlflow_url  # the track and promote tasks send there
         return env
 
     def components(self) -> dict[str, list[str]]:
@@ -512,7 +512,7 @@ def _wait_datastore(cfg: ServiceConfig, name: str, pid: int, log: Log, timeout_s
 def _write_join_file(cfg: ServiceConfig, env: dict[str, str], log: Log) -> None:
     """``celery.env``: the settings a worker host joins with (``npuflow airflow up --role worker --join F``)."""
     keys = ("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "AIRFLOW__CELERY__BROKER_URL", "AIRFLOW__CELERY__RESULT_BACKEND",
-            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL", "AIRFLOW__API__BASE_URL", HOSTS_ENV, MLFLOW_URI_ENV)
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL", "AIRFLOW__API__BASE_URL", HOSTS_ENV, TRACKING_URI_ENV)
     write_private_json(cfg.join_file, {k: env[k] for k in keys if k in env})
     log(f"worker hosts join with {cfg.join_file} (mode 0600)")
 

@@ -52,19 +52,14 @@ class PromotionApproval(ApprovalOperator):
         answer = super().execute_complete(context=context, event=event)
         if answer["chosen_options"] != [self.APPROVE]:
             raise AirflowSkipException(f"{answer['chosen_options']}: the champion stays")
-        from npuflow.kinds.track import mlflow_env
+        from npuflow.operators.stage import connection_env
+
+        from npuflow.kinds import kind
         from npuflow.registry import crown
         from npuflow.tracking import CONNECTION_ID
 
-        env = dict(os.environ)
-        try:
-            from airflow.sdk import BaseHook
-
-            env.update(mlflow_env(BaseHook.get_connection(CONNECTION_ID)))
-        except Exception:  # no Connection: the worker's own MLFLOW_* environment
-            pass
         proposal = self._proposal(context)
-        crowned = crown(proposal, env)
+        crowned = crown(proposal, {**os.environ, **connection_env(kind("promote"), CONNECTION_ID, self.log)})
         self.log.info("approved by %s: %s", answer.get("responded_by_user"), crowned["why"])
         from npuflow.history import run_provenance
         from npuflow.rundir import run_dir_for

@@ -35,6 +35,21 @@ if TYPE_CHECKING:
     from npuflow.proc import StageProcess
 
 
+def connection_env(stage_kind: StageKind, conn_id: str | None, log: Any) -> dict[str, str]:
+    """Connection ``conn_id`` in the variables ``stage_kind`` names (``connection_env``); none when it is not
+    defined: a missing connection only matters if it is needed, and the stage then says so."""
+    if not conn_id:
+        return {}
+    from airflow.sdk import BaseHook
+
+    try:
+        conn = BaseHook.get_connection(conn_id)
+    except Exception as exc:
+        log.info("connection %r not available (%s)", conn_id, type(exc).__name__)
+        return {}
+    return stage_kind.connection_env(conn)
+
+
 class RecipeStageOperator(BaseOperator):
     """Run one stage of a recipe as a subprocess in its own process group.
 
@@ -122,17 +137,7 @@ class RecipeStageOperator(BaseOperator):
     def secret_env(self, plan: Plan) -> dict[str, str]:
         """The Connection the kind names, in the variables the kind says, as environment of the stage's
         process only (never argv or the task log): a download's login (Cityscapes), MLflow's server."""
-        conn_id = self.kind.connection(self.recipe.data, plan)
-        if not conn_id:
-            return {}
-        from airflow.sdk import BaseHook
-
-        try:
-            conn = BaseHook.get_connection(conn_id)
-        except Exception as exc:  # a missing connection only matters if it is needed; the stage says so
-            self.log.info("connection %r not available (%s)", conn_id, type(exc).__name__)
-            return {}
-        return self.kind.connection_env(conn)
+        return connection_env(self.kind, self.kind.connection(self.recipe.data, plan), self.log)
 
     def _started(self, proc: StageProcess) -> None:
         self._proc = proc

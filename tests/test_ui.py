@@ -13,6 +13,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -131,13 +132,17 @@ def test_log_in_open_the_trigger_form_trigger_and_see_the_run_succeed(airflow_se
     conf = s.ok("GET", s.run_path(DAG_ID, run_id))["conf"]
     assert conf["epochs"] == 2 and conf["profile"] == "smoke"
 
-    # the report task's Details tab shows its "HTML report" extra link; it opens the self-contained report
-    browser.get(f"{s.url}/dags/{DAG_ID}/runs/{quote(run_id)}/tasks/report/details")
-    try:
-        link = wait.until(ec.element_to_be_clickable((By.LINK_TEXT, "HTML report")))
-    finally:
-        shot("05-report-task-details")
-    expected = s.ok("GET", f"{s.run_path(DAG_ID, run_id)}/taskInstances/report/links")["extra_links"]["HTML report"]
+    def extra_link(task: str, name: str, screenshot: str) -> tuple[Any, str]:
+        """The task's Details tab shows its extra link ``name``; returns it and what the REST API says it is."""
+        browser.get(f"{s.url}/dags/{DAG_ID}/runs/{quote(run_id)}/tasks/{task}/details")
+        try:
+            found = wait.until(ec.element_to_be_clickable((By.LINK_TEXT, name)))
+        finally:
+            shot(screenshot)
+        return found, s.ok("GET", f"{s.run_path(DAG_ID, run_id)}/taskInstances/{task}/links")["extra_links"][name]
+
+    # the report task's "HTML report" extra link opens the self-contained report
+    link, expected = extra_link("report", "HTML report", "05-report-task-details")
     assert link.get_attribute("href") == s.url + expected
     link.click()
     wait.until(ec.presence_of_element_located((By.ID, "verdict")))
@@ -150,12 +155,7 @@ def test_log_in_open_the_trigger_form_trigger_and_see_the_run_succeed(airflow_se
     assert "gate(s) passed" in browser.find_element(By.ID, "verdict").text
 
     # the track task's "MLflow run" link opens the run in MLflow's own UI (npuflow airflow up --mlflow started it)
-    browser.get(f"{s.url}/dags/{DAG_ID}/runs/{quote(run_id)}/tasks/track/details")
-    try:
-        link = wait.until(ec.element_to_be_clickable((By.LINK_TEXT, "MLflow run")))
-    finally:
-        shot("07-track-task-details")
-    expected = s.ok("GET", f"{s.run_path(DAG_ID, run_id)}/taskInstances/track/links")["extra_links"]["MLflow run"]
+    link, expected = extra_link("track", "MLflow run", "07-track-task-details")
     assert s.mlflow_url and link.get_attribute("href") == expected and expected.startswith(s.mlflow_url)
     browser.get(expected)
     try:  # the run's name is the Airflow run id; its metrics and the report among its artifacts

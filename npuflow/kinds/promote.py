@@ -16,10 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from npuflow import tracking
 from npuflow.kinds.base import Command, PlanContext, Result, Role, RunContext, StageKind, read_json
 from npuflow.kinds.gate import GateResult
-from npuflow.kinds.track import TrackResult, mlflow_env
+from npuflow.kinds.track import MlflowConnection, TrackResult
 
 
 @dataclass
@@ -38,7 +37,7 @@ class PromoteResult(Result):
     model_files: dict[str, str] = field(default_factory=dict)
 
 
-class Promote(StageKind):
+class Promote(MlflowConnection, StageKind):
     name = "promote"
     in_container = False
     description = ("Register the gated model in MLflow (challenger) and promote it to champion only if it is at "
@@ -73,12 +72,6 @@ class Promote(StageKind):
                              "--metric", ctx.setting("metric"), "--tolerance", str(ctx.setting("tolerance", 0)),
                              "--mode", ctx.setting("mode", "auto"), "--out", out],
                        cwd=ctx.plan.run_dir, env={"PYTHONPATH": ctx.var("project_root")}, outputs={"decision": [out]})
-
-    def connection(self, recipe_data: dict[str, Any], plan: Any) -> str | None:
-        return tracking.CONNECTION_ID
-
-    def connection_env(self, conn: Any) -> dict[str, str]:
-        return mlflow_env(conn)
 
     def collect(self, run: RunContext, outputs: dict[str, str], metrics: Any) -> PromoteResult:
         gate = run.one("gate")

@@ -40,7 +40,17 @@ def mlflow_env(conn: Any) -> dict[str, str]:
     return env
 
 
-class Track(StageKind):
+class MlflowConnection:
+    """A kind whose process talks to MLflow: the Connection ``mlflow_default`` reaches it as MLflow's variables."""
+
+    def connection(self, recipe_data: dict[str, Any], plan: Any) -> str | None:
+        return tracking.CONNECTION_ID
+
+    def connection_env(self, conn: Any) -> dict[str, str]:
+        return mlflow_env(conn)
+
+
+class Track(MlflowConnection, StageKind):
     name = "track"
     in_container = False
     description = "Send the run's params, step metrics, measured numbers, gates and report to MLflow."
@@ -54,12 +64,6 @@ class Track(StageKind):
         return Command(argv=[ctx.var("interpreter"), "-m", "npuflow.tracking", "--run-dir", ctx.plan.run_dir,
                              "--out", out],
                        cwd=ctx.plan.run_dir, env={"PYTHONPATH": ctx.var("project_root")}, outputs={"where": [out]})
-
-    def connection(self, recipe_data: dict[str, Any], plan: Any) -> str | None:
-        return tracking.CONNECTION_ID
-
-    def connection_env(self, conn: Any) -> dict[str, str]:
-        return mlflow_env(conn)
 
     def collect(self, run: RunContext, outputs: dict[str, str], metrics: Any) -> TrackResult:
         return TrackResult.from_dict(read_json(Path(outputs["where"]), f"stage {run.stage.name}"))  # type: ignore[return-value]
