@@ -30,14 +30,17 @@ RUN if [ -n "${TORCH_PACKAGES}" ]; then python3 -m pip install --no-cache-dir ${
 # its source (the port's README), and imports mmpycocotools (its requirements/runtime.txt). mmcv-full's PyPI sdist
 # is the v1.2.7 source; it and mmpycocotools build only without build isolation (their setup.py imports
 # pkg_resources and numpy/cython), so the build tools are pinned first, with an OpenCV for numpy 1 (mmcv requires
-# opencv-python, whose newest release wants numpy 2). This step, run in a torch 2.1.0 venv on 2 CPU cores: 6.5 min.
+# opencv-python, whose newest release wants numpy 2). This step, run in a torch 2.1.0 venv on 2 CPU cores: 6.5 min;
+# tests/engine.py runs it as it stands in the Python 3.9 / torch 2.1 base of the engine tests.
 ARG MMCV_VERSION=1.2.7
+ARG MMCV_JOBS=8
 ARG VGG16_URL=https://download.openmmlab.com/pretrain/third_party/vgg16_caffe-292e1171.pth
 # hadolint ignore=DL3003,DL3013
 RUN if [ -n "${MODELZOO_REF}" ] && [ -n "${MMCV_VERSION}" ]; then \
       ssd=/opt/ModelZoo-PyTorch/PyTorch/contrib/cv/detection/SSD; \
       src="/tmp/mmcv/mmcv-full-${MMCV_VERSION}"; \
-      python3 -m pip install --no-cache-dir "setuptools<70" wheel "cython<3" ninja "numpy<2" "opencv-python<4.9"; \
+      python3 -m pip install --no-cache-dir "setuptools<70" wheel "cython<3" ninja "numpy<2" "opencv-python<4.9" \
+        "yapf==0.30.0"; \
       python3 -m pip download --no-cache-dir --no-deps --no-build-isolation --no-binary :all: \
         "mmcv-full==${MMCV_VERSION}" -d /tmp/mmcv; \
       tar -xzf "/tmp/mmcv/mmcv-full-${MMCV_VERSION}.tar.gz" -C /tmp/mmcv; \
@@ -47,14 +50,16 @@ RUN if [ -n "${MODELZOO_REF}" ] && [ -n "${MMCV_VERSION}" ]; then \
       cp -f "$ssd/mmcv_need/dist_utils.py" "$ssd/mmcv_need/epoch_based_runner.py" "$src/mmcv/runner/"; \
       cp -f "$ssd/mmcv_need/optimizer.py" "$src/mmcv/runner/hooks/"; \
       cp -f "$ssd/mmcv_need/symbolic.py" "$src/mmcv/onnx/"; \
-      cd "$src" && MMCV_WITH_OPS=1 MAX_JOBS=8 python3 -m pip install --no-cache-dir --no-build-isolation . && cd /; \
+      cd "$src" && MMCV_WITH_OPS=1 MAX_JOBS="${MMCV_JOBS}" python3 -m pip install --no-cache-dir --no-build-isolation . && cd /; \
       python3 -m pip install --no-cache-dir --no-build-isolation -r "$ssd/requirements/runtime.txt" "numpy<2"; \
       rm -rf /tmp/mmcv; \
-      mkdir -p /opt/torch/hub/checkpoints; \
-      python3 -c "import torch.hub as h; h.download_url_to_file('${VGG16_URL}', '/opt/torch/hub/checkpoints/' + '${VGG16_URL}'.rsplit('/', 1)[1])"; \
     fi
 # The SSD config's backbone starts from open-mmlab://vgg16_caffe, which mmcv fetches from download.openmmlab.com
 # into torch's hub cache at the start of every training: fetched here, so a server without internet trains too.
+RUN if [ -n "${MODELZOO_REF}" ] && [ -n "${VGG16_URL}" ]; then \
+      mkdir -p /opt/torch/hub/checkpoints; \
+      python3 -c "import torch.hub as h; h.download_url_to_file('${VGG16_URL}', '/opt/torch/hub/checkpoints/' + '${VGG16_URL}'.rsplit('/', 1)[1])"; \
+    fi
 ENV TORCH_HOME=/opt/torch
 COPY npuflow/ /opt/npuflow/npuflow/
 # torch_npu without CANN breaks a plain `import torch` through backend autoload (FACTS); the base has CANN.

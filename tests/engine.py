@@ -35,12 +35,40 @@ MIRROR = "http://deb.debian.org/debian"
 #: the stage programs' packages at the newest releases that still support 3.9. Installed into the rootfs with its
 #: own pip through chroot (a build is offline), cached like the minbase.
 PY39_BASE = "npuflow-test/base:bullseye-py39-torch21"
-PY39_SYSTEM = "python3,python3-pip,ca-certificates,libgomp1,libgl1,libglib2.0-0"
+#: g++ and the Python headers: the SSD port's mmcv 1.2.7 is compiled with its ops in the base (the vendor's image
+#: has a compiler: CANN's operator builds need one).
+PY39_SYSTEM = "python3,python3-pip,python3-dev,g++,ca-certificates,libgomp1,libgl1,libglib2.0-0"
+DOCKERFILE = ROOT / "docker/pytorch-npu.Dockerfile"
+
+
+def dockerfile_arg(name: str, dockerfile: Path = DOCKERFILE) -> str:
+    """An ``ARG``'s default as the Dockerfile has it (quotes removed)."""
+    return re.search(rf"^ARG {name}=(\"[^\"]*\"|\S+)", dockerfile.read_text(), re.M)[1].strip('"')
+
+
 #: The Dockerfile's YOLOR_PACKAGES (the port's imports) are read from it, so the base carries what the image would.
 PY39_PACKAGES = ("torch==2.1.0", "torchvision==0.16.0", "numpy<2", "onnx==1.19.1", "onnxruntime==1.19.2",
                  "faster-coco-eval==1.7.2", "pycocotools", "PyYAML", "jsonschema", "psutil", "Pillow",
-                 *re.search(r'^ARG YOLOR_PACKAGES="([^"]*)"', (ROOT / "docker/pytorch-npu.Dockerfile").read_text(),
-                            re.M)[1].split())
+                 *dockerfile_arg("YOLOR_PACKAGES").split())
+MMCV_VERSION = dockerfile_arg("MMCV_VERSION")
+#: The SSD port in the ModelZoo checkout; the Dockerfile's mmcv step reads it at /opt/ModelZoo-PyTorch (its
+#: mmcv_need/ files and requirements/runtime.txt).
+SSD_PORT = Path("PyTorch/contrib/cv/detection/SSD")
+
+
+def dockerfile_step(after: str, dockerfile: Path = DOCKERFILE) -> str:
+    """The shell of the first ``RUN`` after the line starting with ``after``, as the Dockerfile has it."""
+    lines = dockerfile.read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(after))
+    first = next(i for i in range(start, len(lines)) if lines[i].startswith("RUN "))
+    step = [lines[first].removeprefix("RUN ")]
+    while step[-1].endswith("\\"):
+        step.append(lines[first + len(step)])
+    return "\n".join(step)
+
+
+#: The Dockerfile's own step that builds mmcv-full with its ops and the port's mmcv_need/ (the port's README).
+MMCV_STEP = dockerfile_step("ARG MMCV_JOBS")
 #: The images the smoke profiles' container blocks name, each built from its Dockerfile in docker/.
 STAGE_IMAGES = {"npuflow/paddle-npu:smoke": "docker/paddle-npu.Dockerfile",
                 "npuflow/pytorch-npu:smoke": "docker/pytorch-npu.Dockerfile"}
@@ -110,11 +138,27 @@ def _pip_install_in(rootfs: Path) -> None:
     registry is reached through it); nothing of the host's Python goes in."""
     shutil.copy("/etc/resolv.conf", rootfs / "etc" / "resolv.conf")
     shutil.copy("/etc/ssl/certs/ca-certificates.crt", rootfs / "tmp" / "host-ca.crt")
+    env = {"PATH": "/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root", "LC_ALL": "C.UTF-8"}
     subprocess.run(["chroot", str(rootfs), "python3", "-m", "pip", "install", "--no-cache-dir", "--quiet",
-                    "--cert", "/tmp/host-ca.crt", *PY39_PACKAGES], check=True,
-                   env={"PATH": "/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root", "LC_ALL": "C.UTF-8"})
+                    "--cert", "/tmp/host-ca.crt", *PY39_PACKAGES], check=True, env=env)
+    _build_mmcv_in(rootfs, env)
     (rootfs / "tmp" / "host-ca.crt").unlink()
     _drop_what_a_cpu_never_loads(rootfs)
+
+
+def _build_mmcv_in(rootfs: Path, env: dict[str, str]) -> None:
+    """The Dockerfile's mmcv step, run by the rootfs's shell with the pinned SSD port where the image clones it;
+    the port's files are removed after (the tests mount the checkout)."""
+    from npuflow.toolkits.checkout import checkout_dir
+
+    port = rootfs / "opt" / "ModelZoo-PyTorch" / SSD_PORT
+    shutil.copytree(checkout_dir("ModelZoo-PyTorch", "master") / SSD_PORT, port)
+    try:
+        subprocess.run(["chroot", str(rootfs), "sh", "-eu", "-c", MMCV_STEP], check=True,
+                       env={**env, "MODELZOO_REF": "master", "MMCV_VERSION": MMCV_VERSION,
+                            "MMCV_JOBS": str(os.cpu_count() or 2), "PIP_CERT": "/tmp/host-ca.crt"})
+    finally:
+        shutil.rmtree(rootfs / "opt" / "ModelZoo-PyTorch")
 
 
 #: Of PyPI's torch 2.1.0 (a CUDA build) what a CPU never loads: cuDNN's kernel libraries, which its small
@@ -133,7 +177,8 @@ def _drop_what_a_cpu_never_loads(rootfs: Path) -> None:
 
 def py39_tarball() -> Path:
     """Cached under a digest of what goes in: a changed package list builds a new base instead of reusing one."""
-    key = hashlib.sha256(" ".join((PY39_SYSTEM, *PY39_PACKAGES, *CPU_NEVER_LOADS)).encode()).hexdigest()[:12]
+    key = hashlib.sha256(" ".join((PY39_SYSTEM, *PY39_PACKAGES, *CPU_NEVER_LOADS, MMCV_VERSION, MMCV_STEP)).encode()
+                         ).hexdigest()[:12]
     return _debootstrap("bullseye", PY39_SYSTEM, CACHE / f"bullseye-py39-torch21-{key}.tar.zst", _pip_install_in)
 
 

@@ -209,3 +209,34 @@ def test_every_cfg_option_names_a_key_the_config_has_when_the_ports_own_loader_r
     config.merge_from_dict(options)
     assert config.total_epochs == 3
     assert config.data.train.dataset.ann_file.endswith("/annotations/instances_train2017.json")
+
+
+def test_production_exports_the_ports_own_detector_through_its_adapter() -> None:
+    """Export and QAT in production rebuild the port's detector (npuflow/torchdet/mmdet_ssd.py), not the stand-in's:
+    the smoke profile alone names the stand-in's adapter."""
+    production = _production()
+    smoke = build_plan(load_recipe(SSD), {"profile": "smoke"}, run_id="golden")
+    for name in ("export", "compress"):
+        argv = production.stage(name).argv
+        assert argv[argv.index("--adapter") + 1] == "npuflow.torchdet.mmdet_ssd"
+        assert production.stage(name).cwd.endswith("PyTorch/contrib/cv/detection/SSD")
+        assert smoke.stage(name).argv[smoke.stage(name).argv.index("--adapter") + 1] == "npuflow_adapter"
+
+
+def test_the_adapter_refuses_a_checkpoint_the_port_did_not_write_and_other_categories(tmp_path: Path) -> None:
+    import torch
+
+    from npuflow.torchdet import mmdet_ssd
+    from npuflow.torchdet.adapter import AdapterError
+
+    stand_in = tmp_path / "epoch_1.pth"
+    torch.save({"state_dict": {}, "meta": {"epoch": 1}}, stand_in)
+    with pytest.raises(AdapterError, match=r"not a checkpoint that the SSD port's tools/train\.py writes"):
+        mmdet_ssd.load(str(stand_in))
+    ann = tmp_path / "instances_val2017.json"
+    ann.write_text(json.dumps({"categories": [{"id": 1, "name": "person"}, {"id": 3, "name": "car"},
+                                              {"id": 18, "name": "dog"}]}))
+    assert mmdet_ssd.categories(ann, ["person", "car", "dog"]) == [1, 3, 18]
+    assert mmdet_ssd.categories(ann, ["car"]) == [3]  # the port's get_cat_ids(cat_names=CLASSES): named ones only
+    with pytest.raises(AdapterError, match="names 1 of the checkpoint's 2 classes"):
+        mmdet_ssd.categories(ann, ["car", "bicycle"])

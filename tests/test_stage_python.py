@@ -49,9 +49,15 @@ def trained(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
 
 
 def _in_image(engine: Engine, plan: Plan, argv: list[str], cwd: str, env: dict[str, str]) -> str:
+    code, logs = _run_in_image(engine, plan, argv, cwd, env)
+    assert code == 0, f"{argv[1:4]} exited {code}:\n{logs[-4000:]}"
+    return logs
+
+
+def _run_in_image(engine: Engine, plan: Plan, argv: list[str], cwd: str, env: dict[str, str]) -> tuple[int, str]:
     """``argv`` with the image's python3 and the image's programs first on ``PYTHONPATH``; the checkout, the run
     folder and the pinned toolkit mounted at their own paths, on the host's network and IPC as the runner starts
-    stage containers (npuflow/container.py: torchrun's store is on it)."""
+    stage containers (npuflow/container.py: torchrun's store is on it). The exit status and the output."""
     env = {**env, "PYTHONPATH": ":".join(["/opt/npuflow", *filter(None, env.get("PYTHONPATH", "").split(":"))])}
     mounts = {str(ROOT): "ro", str(MODELZOO): "ro", plan.run_dir: "rw"}
     container = engine.client().containers.run(
@@ -62,8 +68,7 @@ def _in_image(engine: Engine, plan: Plan, argv: list[str], cwd: str, env: dict[s
         logs = container.logs().decode(errors="replace")
     finally:
         container.remove(force=True)
-    assert code == 0, f"{argv[1:4]} exited {code}:\n{logs[-4000:]}"
-    return logs
+    return code, logs
 
 
 def test_the_image_runs_python_3_9_and_torch_2_1_with_the_projects_programs(engine: Engine, trained: Plan) -> None:
@@ -90,3 +95,79 @@ def test_export_qat_and_benchmarks_run_there_with_the_smoke_plans_argv(engine: E
     # the benchmark runs it with basic optimizations and its report line says so, instead of failing the stage.
     line = int8["int8_execution"]
     assert line.startswith("int8 kernels:") or "refused its own fused INT8 graph" in line, line
+
+
+SSD_PORT = MODELZOO / "PyTorch/contrib/cv/detection/SSD"
+#: A checkpoint as the port's training writes it: its runner (mmcv_need/epoch_based_runner.py) saves through mmcv's
+#: ``save_checkpoint`` with the meta its tools/train.py gives (the config with the run's --cfg-options merged, and
+#: the dataset's CLASSES). The port's SSD300 from its 8p config, untrained (nothing is fetched), its head sized to
+#: the smoke set's categories: a value, as the smoke profiles change values.
+PORT_CHECKPOINT = """
+import json, sys
+from mmcv import Config
+from mmcv.runner import save_checkpoint
+from mmdet.models import build_detector
+root, out = sys.argv[1:]
+names = tuple(c["name"] for c in json.load(open(root + "/annotations/instances_val2017.json"))["categories"])
+cfg = Config.fromfile("configs/ssd/ssd300_coco_npu_8p.py")
+opts = {"model.pretrained": None, "model.bbox_head.num_classes": len(names)}
+for key, split in (("train.dataset", "train2017"), ("val", "val2017"), ("test", "val2017")):
+    opts.update({f"data.{key}.ann_file": f"{root}/annotations/instances_{split}.json",
+                 f"data.{key}.img_prefix": f"{root}/{split}/"})
+cfg.merge_from_dict(opts)
+model = build_detector(cfg.model, train_cfg=cfg.train_cfg, test_cfg=cfg.test_cfg)
+model.init_weights()
+save_checkpoint(model, out, meta=dict(config=cfg.pretty_text, CLASSES=names, epoch=1, iter=1))
+"""
+
+
+@pytest.fixture(scope="module")
+def port_ssd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Plan]:
+    """The SSD smoke plan's dataset, and a checkpoint of the port's detector where its training writes one."""
+    recipe = load_recipe("ssd300_coco")
+    with scratch(tmp_path_factory, "port") as runs:
+        plan = build_plan(recipe, {"profile": "smoke"}, run_id="port", runs_root=runs)
+        execute_stage(plan, plan.stage("prepare_dataset"), log=lambda line: None, log_format=recipe.log_format)
+        yield plan
+
+
+def _as_production(plan: Plan, name: str, checkpoint: Path) -> tuple[list[str], dict[str, str]]:
+    """The smoke stage's argv with production's adapter (the port's detector) and the port's checkpoint; the
+    port's checkout and the Ascend runtime's CPU stand-ins (toolkits/cpu_runtime) on PYTHONPATH."""
+    production = build_plan(load_recipe("ssd300_coco"), {"profile": "production"}, run_id="port")
+    argv = list(plan.stage(name).argv)
+    for flag, value in (("--adapter", production.stage(name).settings["adapter"]), ("--checkpoint", str(checkpoint))):
+        argv[argv.index(flag) + 1] = value
+    return argv, {**plan.stage(name).env, "PYTHONPATH": f"{SSD_PORT}:{ROOT / 'toolkits/cpu_runtime'}:{ROOT}"}
+
+
+def test_the_ssd_ports_own_detector_exports_benchmarks_and_names_why_its_qat_needs_the_npu(
+        engine: Engine, port_ssd: Plan) -> None:
+    """The production adapter (npuflow/torchdet/mmdet_ssd.py) rebuilds the port's SSD300 with the port's mmdet and
+    the base's mmcv 1.2.7, built with its ops by the Dockerfile's own step, from the checkpoint its training
+    writes; the ONNX export matches torch and the FP32 benchmark scores it. QAT prepares the port's VGG backbone
+    and then refuses at its first step with the measured reason: the port's loss runs on Ascend only."""
+    plan = port_ssd
+    checkpoint = Path(plan.stage("export").argv[plan.stage("export").argv.index("--checkpoint") + 1])
+    checkpoint.parent.mkdir(parents=True, exist_ok=True)
+    dataset = plan.stage("export").argv[plan.stage("export").argv.index("--dataset-root") + 1]
+    env = {"PYTHONPATH": f"{SSD_PORT}:{ROOT / 'toolkits/cpu_runtime'}"}
+    _in_image(engine, plan, ["python", "-c", PORT_CHECKPOINT, dataset, str(checkpoint)], str(SSD_PORT), env)
+
+    argv, env = _as_production(plan, "export", checkpoint)
+    assert "onnxruntime matches torch" in _in_image(engine, plan, argv, str(SSD_PORT), env)
+    summary = json.loads((Path(plan.stage("export").stage_dir) / "export.json").read_text())
+    assert summary["img_size"] == [300, 300] and summary["torch_version"].startswith("2.1.0")
+    assert summary["categories"] == [1, 3, 18]  # the smoke set's person, car, dog, by the port's CLASSES names
+    assert summary["example_detections"] > 0
+
+    stage = plan.stage("benchmark_fp32")
+    _in_image(engine, plan, stage.argv, stage.cwd, stage.env)
+    fp32 = json.loads((Path(stage.stage_dir) / "benchmark.json").read_text())
+    assert fp32["onnxruntime_version"] == "1.19.2" and fp32["accuracy"]["detections"] > 0
+
+    argv, env = _as_production(plan, "compress", checkpoint)
+    code, out = _run_in_image(engine, plan, argv, str(SSD_PORT), env)
+    assert code != 0
+    assert "fake-quant modules on detector.backbone" in out
+    assert "the SSD port's training loss runs on Ascend cards only" in out and "labels.int()" in out

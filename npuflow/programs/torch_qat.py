@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from typing import Any
 
 from npuflow.errors import refuse
 from npuflow.model_ops import quantize_ops
@@ -45,15 +46,15 @@ def main(argv: list[str] | None = None) -> int:
     rank, world, local = dist.init(args.device)
     device = torch.device("cpu") if args.device == "cpu" else \
         torch.device(f"{'cuda' if args.device == 'gpu' else args.device}:{local}")
+    torch.manual_seed(args.seed)
     try:
         adapter = load_adapter(args.adapter, args.toolkit_dir)
+        model, info = adapter.load(str(args.checkpoint))
+        data = adapter.train_data(str(args.dataset_root), info)
     except AdapterError as exc:
         return refuse(str(exc))
-    torch.manual_seed(args.seed)
-    model, info = adapter.load(str(args.checkpoint))
     fake_quants = qat.prepare(model, info["quant_target"], tuple(info["img_size"]), info.get("quant_mode", "fx"))
     model.to(device)
-    data = adapter.train_data(str(args.dataset_root), info)
     sampler = DistributedSampler(data, num_replicas=world, rank=rank, seed=args.seed) if world > 1 else None
     loader = DataLoader(data, batch_size=args.batch_size, sampler=sampler, shuffle=sampler is None, collate_fn=collate)
     net = nn.parallel.DistributedDataParallel(model, device_ids=None if device.type == "cpu" else [local]) \
@@ -62,26 +63,10 @@ def main(argv: list[str] | None = None) -> int:
     if rank == 0:
         print(f"QAT: {fake_quants} fake-quant modules on {info['quant_target']}; {args.epochs} epoch(s) of "
               f"{len(loader)} step(s) on {world} rank(s) from {args.checkpoint}", flush=True)
-    losses: list[float] = []
-    for epoch in range(1, args.epochs + 1):
-        if sampler is not None:
-            sampler.set_epoch(epoch)
-        net.train()
-        for i, (imgs, targets) in enumerate(loader):
-            t0 = time.perf_counter()
-            parts = net([im.to(device) for im in imgs],
-                        [{"boxes": t["boxes"].to(device), "labels": t["labels"].to(device)} for t in targets])
-            loss = sum(parts.values())
-            if not torch.isfinite(loss):
-                return refuse(f"QAT epoch {epoch} step {i + 1}: the loss is {float(loss)}")
-            optimizer.zero_grad()
-            loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), 10.0)
-            optimizer.step()
-            losses.append(float(loss))
-            if rank == 0:
-                print(f"QAT epoch [{epoch}][{i + 1}/{len(loader)}] loss: {float(loss):.5f}, "
-                      f"time: {time.perf_counter() - t0:.3f}", flush=True)
+    try:
+        losses = fine_tune(net, optimizer, loader, sampler, device, args.epochs, rank)
+    except (AdapterError, FloatingPointError) as exc:  # an NPU-only loss on a CPU; a diverged loss
+        return refuse(str(exc))
     if rank == 0:
         model.cpu()  # the export traces on the CPU, whatever the cards
         qat.freeze(model)
@@ -102,6 +87,34 @@ def main(argv: list[str] | None = None) -> int:
     dist.barrier(world)
     dist.finish(world)
     return 0
+
+
+def fine_tune(net: Any, optimizer: Any, loader: Any, sampler: Any, device: Any, epochs: int, rank: int) -> list[float]:
+    """The QAT epochs with the toolkit's own loss (``net``: the model, or its DDP wrapper); each step's loss."""
+    import torch
+    from torch import nn
+
+    losses: list[float] = []
+    for epoch in range(1, epochs + 1):
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+        net.train()
+        for i, (imgs, targets) in enumerate(loader):
+            t0 = time.perf_counter()
+            parts = net([im.to(device) for im in imgs],
+                        [{"boxes": t["boxes"].to(device), "labels": t["labels"].to(device)} for t in targets])
+            loss = sum(parts.values())
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"QAT epoch {epoch} step {i + 1}: the loss is {float(loss)}")
+            optimizer.zero_grad()
+            loss.backward()
+            nn.utils.clip_grad_norm_(net.parameters(), 10.0)
+            optimizer.step()
+            losses.append(float(loss))
+            if rank == 0:
+                print(f"QAT epoch [{epoch}][{i + 1}/{len(loader)}] loss: {float(loss):.5f}, "
+                      f"time: {time.perf_counter() - t0:.3f}", flush=True)
+    return losses
 
 
 if __name__ == "__main__":

@@ -10,6 +10,9 @@ An adapter is a module importable from the toolkit's folder (the stage's cwd), n
     it must take the image batch tensor).
 ``train_data(dataset_root: str, info: dict) -> Dataset``
     The training split as (image CHW float in [0, 1] at ``img_size``, target with ``boxes`` and ``labels``).
+
+Either, and the model's training forward, raise ``AdapterError`` for what no retry changes (a checkpoint the toolkit
+did not write, other categories, a loss that cannot run on this device): the programs then refuse with exit 78.
 """
 
 from __future__ import annotations

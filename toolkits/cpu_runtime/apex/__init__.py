@@ -1,3 +1,3 @@
-"""CPU stand-in for Ascend's ``apex`` (see ../README.md): ``amp.initialize`` as a pass-through."""
+"""CPU stand-in for Ascend's ``apex`` (see ../README.md): ``amp.initialize`` as a pass-through, no fused optimizers."""
 
-from . import amp  # noqa: F401
+from . import amp, optimizers  # noqa: F401
