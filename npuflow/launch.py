@@ -34,7 +34,7 @@ def job_id(dag_id: str, run_id: str) -> str:
 
 
 def torchrun_argv(python: str, python_args: list[str], device: dict[str, Any], log_dir: str | None,
-                  rdzv_id: str) -> list[str]:
+                  rdzv_id: str, cpu_share: bool = False) -> list[str]:
     argv = [python, *python_args, "-m", "torch.distributed.run", "--nproc_per_node", str(device["count"])]
     if device["nnodes"] == 1:
         argv += ["--standalone"]  # a private c10d store on a free local port: concurrent jobs never clash
@@ -49,17 +49,21 @@ def torchrun_argv(python: str, python_args: list[str], device: dict[str, Any], l
         # Each rank's stdout/stderr go to <log_dir>/<id>/attempt_N/<rank>/ and, with --tee, to the console
         # prefixed by "[default<rank>]:", so the task log shows every rank.
         argv += ["--log-dir", log_dir, "--redirects", "3", "--tee", "3"]
+    if cpu_share:  # each rank on its share of the node's cores (npuflow/programs/cpu_share.py), then the script
+        argv += ["-m", "npuflow.programs.cpu_share"]
     return argv
 
 
 def launch_argv(launcher: str, python: str, python_args: list[str], device: dict[str, Any],
-                log_dir: str | None, rdzv_id: str = "npuflow") -> list[str]:
+                log_dir: str | None, rdzv_id: str = "npuflow", cpu_share: bool = False) -> list[str]:
     if launcher == "paddle":
         if device.get("rendezvous"):
             raise ValueError("rendezvous applies to torchrun; paddle.distributed.launch uses --master")
+        if cpu_share:
+            raise ValueError("cpu_share applies to torchrun")
         return paddle_launch_argv(python, python_args, device, log_dir)
     if launcher == "torchrun":
-        return torchrun_argv(python, python_args, device, log_dir, rdzv_id)
+        return torchrun_argv(python, python_args, device, log_dir, rdzv_id, cpu_share)
     raise ValueError(f"unknown launcher {launcher!r}")
 
 

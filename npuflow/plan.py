@@ -234,7 +234,7 @@ def _render_args(items: list[Any], vs: _Vars, device: dict[str, Any], what: str)
             log_dir = vs.value("launch_log_dir") if "launch_log_dir" in vs.raw else None
             try:
                 out += launch_argv(item["launch"], python, item.get("python_args", []), device, log_dir,
-                                   job_id(vs.value("dag_id"), vs.value("run_id")))
+                                   job_id(vs.value("dag_id"), vs.value("run_id")), item.get("cpu_share", False))
             except ValueError as exc:
                 raise PlanError(f"{vs.where}: {exc}") from None
         elif "when" in item:

@@ -13,7 +13,7 @@ import pytest
 
 from npuflow.kinds import kind
 from npuflow.plan import build_plan
-from npuflow.recipe import list_recipes, load_recipe
+from npuflow.recipe import PROJECT_ROOT, list_recipes, load_recipe
 
 NPU_FLAGS = {"FLAGS_npu_jit_compile": "0", "FLAGS_use_stride_kernel": "0"}
 # Adapted everywhere paddle.distributed.launch runs on NPUs: the seeds rely on the paddle-npu image having
@@ -108,9 +108,12 @@ GOLDEN = [
     # card, here under torchrun) with the script's --cfg-options and test/env_npu.sh's exports. Adapted: this run's
     # --work-dir (the script wipes the shared ./work_dirs/ssd300_coco_npu_8p) and its dataset as --cfg-options (the
     # script deletes <port>/data/coco to link --data_path there); tests/test_ssd_port.py holds each to the script.
+    # dist_train.sh's `taskset -c` of each rank to its nproc/8 cores is npuflow.programs.cpu_share, which binds the
+    # rank and runs tools/train.py in the same process (so the project follows the port on PYTHONPATH).
     ("ssd300_coco", "train", SSD_DIR,
-     {"ASCEND_RT_VISIBLE_DEVICES": "0,1,2,3,4,5,6,7", **SSD_ENV_NPU, "PYTHONPATH": SSD_DIR},
-     "python -m torch.distributed.run --nproc_per_node 8 --standalone tools/train.py configs/ssd/ssd300_coco_npu_8p.py "
+     {"ASCEND_RT_VISIBLE_DEVICES": "0,1,2,3,4,5,6,7", **SSD_ENV_NPU, "PYTHONPATH": f"{SSD_DIR}:{PROJECT_ROOT}"},
+     "python -m torch.distributed.run --nproc_per_node 8 --standalone -m npuflow.programs.cpu_share "
+     "tools/train.py configs/ssd/ssd300_coco_npu_8p.py "
      "--launcher pytorch --work-dir {run_dir}/train/work_dir --cfg-options total_epochs=24 data.samples_per_gpu=8 "
      "data.train.dataset.ann_file=/data/coco/annotations/instances_train2017.json "
      "data.train.dataset.img_prefix=/data/coco/train2017/ "

@@ -102,3 +102,44 @@ def test_rendezvous_is_refused_for_paddle() -> None:
     with pytest.raises(PlanError, match="rendezvous applies to torchrun"):
         build_plan(load_recipe("ppyoloe_plus_crn_l_80e_coco"), {"rendezvous": "static", "nnodes": 2,
                                                                  "master": "h:1"}, run_id="r1")
+
+
+def test_cpu_share_gives_each_rank_its_cores_as_dist_train_sh_does() -> None:
+    from npuflow.programs.cpu_share import share
+
+    cores = list(range(192))  # a 910B server's Kunpeng cores, 8 cards: 24 each
+    assert share(cores, 0, 8) == list(range(24)) and share(cores, 7, 8) == list(range(168, 192))
+    assert share([2, 3, 5, 7], 1, 2) == [5, 7]  # a cpuset's cores in their order
+    assert share([0, 1, 2], 1, 2) == [1]  # the remainder stays unused, as K = nproc / N leaves it
+    assert share([0], 1, 2) == [0]  # fewer cores than ranks: all of them (taskset would refuse 0--1)
+    with pytest.raises(ValueError, match="cpu_share applies to torchrun"):
+        launch_argv("paddle", "python", [], _device("cpu", 2), None, cpu_share=True)
+
+
+def test_torchrun_runs_each_rank_of_the_script_on_its_own_cores(tmp_path: Path) -> None:
+    """Two real ranks under torchrun: each binds itself before the script runs as ``python <script>`` would
+    (``__main__``, its folder first on sys.path, its argv), in the process torchrun started."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "tools" / "train.py"
+    script.parent.mkdir()
+    script.write_text("import json, os, sys\n"
+                      "print('RANK' + json.dumps({'rank': os.environ['RANK'], 'cores': sorted(os.sched_getaffinity(0)),"
+                      " 'name': __name__, 'path0': sys.path[0], 'argv': sys.argv}))\n")
+    argv = launch_argv("torchrun", sys.executable, [], _device("cpu", 2), None, cpu_share=True)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([*argv, "tools/train.py", "--epochs", "3"], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    ranks = {r["rank"]: r for r in (json.loads(line.split("RANK", 1)[1]) for line in proc.stdout.splitlines()
+                                     if "RANK{" in line)}
+    available = sorted(os.sched_getaffinity(0))
+    assert [ranks[r]["cores"] for r in ("0", "1")] == [available[:len(available) // 2] or available,
+                                                       available[len(available) // 2:2 * (len(available) // 2)]
+                                                       or available]
+    assert all(r["name"] == "__main__" and r["path0"] == str(script.parent) and r["argv"] == ["tools/train.py",
+               "--epochs", "3"] for r in ranks.values())
+    assert "cpu_share: local rank 1 of 2 on cores" in proc.stdout + proc.stderr

@@ -96,8 +96,17 @@ def test_production_env_is_env_npu_sh_and_dist_train_sh() -> None:
     exports.pop("HCCL_IF_IP")  # $(hostname -I ...): the node's own address, computed on the node by HCCL
     train = _production().stage("train")
     assert {k: v.strip('"') for k, v in exports.items()} == {k: train.env[k] for k in exports}
-    # dist_train.sh: export PYTHONPATH="$(dirname $0)/..":$PYTHONPATH (the vendored mmdet).
-    assert train.env["PYTHONPATH"] == train.cwd
+    # dist_train.sh: export PYTHONPATH="$(dirname $0)/..":$PYTHONPATH (the vendored mmdet), first.
+    assert train.env["PYTHONPATH"].split(":")[0] == train.cwd
+
+
+def test_each_rank_runs_on_its_share_of_the_cores_as_dist_train_sh_tasksets_it() -> None:
+    """dist_train.sh: KERNEL_NUM=$(($(nproc)/GPUS)); rank r under ``taskset -c r*K-(r*K+K-1)``."""
+    dist = (PORT / "tools" / "dist_train.sh").read_text()
+    assert "KERNEL_NUM=$(($(nproc)/GPUS))" in dist and "PID_START=$((KERNEL_NUM*(RANK_ID%GPUS)))" in dist
+    assert "nohup taskset -c $PID_START-$PID_END" in dist
+    argv = _production().stage("train").argv
+    assert argv[argv.index("tools/train.py") - 2:argv.index("tools/train.py")] == ["-m", "npuflow.programs.cpu_share"]
 
 
 def test_nothing_runs_the_script_that_deletes_the_dataset_and_the_shared_work_dir() -> None:
