@@ -81,6 +81,24 @@ def test_production_starts_what_the_8p_script_starts_one_rank_per_card() -> None
     assert ours["data.samples_per_gpu"] == _script_default("batch_size") == "8"
 
 
+def test_one_card_trains_the_1p_scripts_config_and_environment() -> None:
+    """test/train_full_1p.sh: ``tools/train.py configs/ssd/ssd300_coco_npu.py --cfg-options total_epochs=
+    data.samples_per_gpu= --gpu-ids <card>`` after sourcing env_npu.sh and ``export TASK_QUEUE_ENABLE=0``; that
+    config is the 8p one's with the learning rate divided by 8 (one card's batch instead of eight's)."""
+    script = (PORT / "test" / "train_full_1p.sh").read_text()
+    line = next(ln for ln in script.splitlines() if "tools/train.py" in ln)
+    config = shlex.split(line)[2]
+    assert "export TASK_QUEUE_ENABLE=0" in script
+    assert re.search(r"lr=2e-3/8\b", (PORT / config).read_text())
+    train = _production(profile="production_1p").stage("train")
+    argv = train.argv
+    assert argv[argv.index("--nproc_per_node") + 1] == "1" and _entry(argv)[:2] == ["tools/train.py", config]
+    assert train.env["TASK_QUEUE_ENABLE"] == "0" and train.env["ASCEND_RT_VISIBLE_DEVICES"] == "0"
+    ours = _cfg_options(argv)
+    assert ours["total_epochs"] == re.search(r"^train_epochs=(\S+)", script, re.M)[1]
+    assert ours["data.samples_per_gpu"] == re.search(r"^batch_size=(\S+)", script, re.M)[1]
+
+
 def test_the_runs_epochs_and_batch_size_reach_the_port() -> None:
     ours = _cfg_options(_production(epochs=12, batch_size=4).stage("train").argv)
     assert ours["total_epochs"] == "12" and ours["data.samples_per_gpu"] == "4"
@@ -197,7 +215,7 @@ def _has(cfg: Any, key: str) -> bool:
     return True
 
 
-@pytest.mark.parametrize("profile", ["production", "smoke"])
+@pytest.mark.parametrize("profile", ["production", "production_1p", "smoke"])
 def test_every_cfg_option_names_a_key_the_config_has_when_the_ports_own_loader_reads_it(profile: str) -> None:
     """mmcv's ``Config.merge_from_dict`` adds a key the config lacks instead of refusing it, so a misspelt or
     wrong-version key (``runner.max_epochs`` is MMDetection 2.7+; the port is 2.6.0) trains with the default
@@ -208,7 +226,7 @@ def test_every_cfg_option_names_a_key_the_config_has_when_the_ports_own_loader_r
                     "runner.max_epochs")
     train = build_plan(load_recipe(SSD), {"profile": profile, "epochs": 3}, run_id="golden").stage("train")
     config_path = Path(train.argv[train.argv.index("tools/train.py") + 1])
-    root = PORT if profile == "production" else Path(train.cwd)
+    root = PORT if profile.startswith("production") else Path(train.cwd)
     config = Config.fromfile(str(root / config_path))
     parser = argparse.ArgumentParser()
     parser.add_argument("--cfg-options", nargs="+", action=DictAction)  # as the port's tools/train.py parses them
