@@ -5,7 +5,8 @@ docker/pytorch-npu.Dockerfile, on the engine tests' Docker engine.
 Each PyTorch DAG's smoke profile trains on the host; its ONNX export, QAT (under torchrun) and both benchmarks then
 run in the container with the plan's argv and environment, the image's ``python3`` in place of the host's and the
 image's own copy of the programs (/opt/npuflow) first on ``PYTHONPATH``: for YOLOR the adapter rebuilds the port's
-Darknet from the pinned checkout on torch 2.1, for SSD the stand-in's detector.
+Darknet from the pinned checkout on torch 2.1, for SSD the stand-in's detector. The SSD port's own detector, which
+production exports, runs there too (the base has the port's mmcv 1.2.7 built with its ops, tests/engine.py).
 """
 
 from __future__ import annotations
