@@ -22,7 +22,7 @@ from npuflow.plan import Plan, build_plan
 from npuflow.recipe import load_recipe
 from npuflow.toolkits.checkout import checkout_dir
 from tests.conftest import ROOT, scratch
-from tests.engine import PY39_BASE, Engine, py39_tarball, running_engine
+from tests.engine import PY39_BASE, SSD_PORT, Engine, py39_tarball, running_engine
 
 pytestmark = [pytest.mark.engine, pytest.mark.e2e]
 
@@ -98,7 +98,9 @@ def test_export_qat_and_benchmarks_run_there_with_the_smoke_plans_argv(engine: E
     assert line.startswith("int8 kernels:") or "refused its own fused INT8 graph" in line, line
 
 
-SSD_PORT = MODELZOO / "PyTorch/contrib/cv/detection/SSD"
+PORT_DIR = MODELZOO / SSD_PORT
+#: The port's folder (its vendored mmdet) and the Ascend runtime's CPU stand-ins (toolkits/cpu_runtime).
+PORT_PATH = f"{PORT_DIR}:{ROOT / 'toolkits/cpu_runtime'}"
 #: A checkpoint as the port's training writes it: its runner (mmcv_need/epoch_based_runner.py) saves through mmcv's
 #: ``save_checkpoint`` with the meta its tools/train.py gives (the config with the run's --cfg-options merged, and
 #: the dataset's CLASSES). The port's SSD300 from its 8p config, untrained (nothing is fetched), its head sized to
@@ -132,14 +134,18 @@ def port_ssd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Plan]:
         yield plan
 
 
+def _flag(argv: list[str], flag: str) -> str:
+    return argv[argv.index(flag) + 1]
+
+
 def _as_production(plan: Plan, name: str, checkpoint: Path) -> tuple[list[str], dict[str, str]]:
-    """The smoke stage's argv with production's adapter (the port's detector) and the port's checkpoint; the
-    port's checkout and the Ascend runtime's CPU stand-ins (toolkits/cpu_runtime) on PYTHONPATH."""
+    """The smoke stage's argv with production's adapter (the port's detector) and the port's checkpoint; PORT_PATH
+    and the project on PYTHONPATH."""
     production = build_plan(load_recipe("ssd300_coco"), {"profile": "production"}, run_id="port")
     argv = list(plan.stage(name).argv)
     for flag, value in (("--adapter", production.stage(name).settings["adapter"]), ("--checkpoint", str(checkpoint))):
         argv[argv.index(flag) + 1] = value
-    return argv, {**plan.stage(name).env, "PYTHONPATH": f"{SSD_PORT}:{ROOT / 'toolkits/cpu_runtime'}:{ROOT}"}
+    return argv, {**plan.stage(name).env, "PYTHONPATH": f"{PORT_PATH}:{ROOT}"}
 
 
 def test_the_ssd_ports_own_detector_exports_benchmarks_and_names_why_its_qat_needs_the_npu(
@@ -149,14 +155,14 @@ def test_the_ssd_ports_own_detector_exports_benchmarks_and_names_why_its_qat_nee
     writes; the ONNX export matches torch and the FP32 benchmark scores it. QAT prepares the port's VGG backbone
     and then refuses at its first step with the measured reason: the port's loss runs on Ascend only."""
     plan = port_ssd
-    checkpoint = Path(plan.stage("export").argv[plan.stage("export").argv.index("--checkpoint") + 1])
+    export = plan.stage("export").argv
+    checkpoint = Path(_flag(export, "--checkpoint"))
     checkpoint.parent.mkdir(parents=True, exist_ok=True)
-    dataset = plan.stage("export").argv[plan.stage("export").argv.index("--dataset-root") + 1]
-    env = {"PYTHONPATH": f"{SSD_PORT}:{ROOT / 'toolkits/cpu_runtime'}"}
-    _in_image(engine, plan, ["python", "-c", PORT_CHECKPOINT, dataset, str(checkpoint)], str(SSD_PORT), env)
+    _in_image(engine, plan, ["python", "-c", PORT_CHECKPOINT, _flag(export, "--dataset-root"), str(checkpoint)],
+              str(PORT_DIR), {"PYTHONPATH": PORT_PATH})
 
     argv, env = _as_production(plan, "export", checkpoint)
-    assert "onnxruntime matches torch" in _in_image(engine, plan, argv, str(SSD_PORT), env)
+    assert "onnxruntime matches torch" in _in_image(engine, plan, argv, str(PORT_DIR), env)
     summary = json.loads((Path(plan.stage("export").stage_dir) / "export.json").read_text())
     assert summary["img_size"] == [300, 300] and summary["torch_version"].startswith("2.1.0")
     assert summary["categories"] == [1, 3, 18]  # the smoke set's person, car, dog, by the port's CLASSES names
@@ -168,7 +174,7 @@ def test_the_ssd_ports_own_detector_exports_benchmarks_and_names_why_its_qat_nee
     assert fp32["onnxruntime_version"] == "1.19.2" and fp32["accuracy"]["detections"] > 0
 
     argv, env = _as_production(plan, "compress", checkpoint)
-    code, out = _run_in_image(engine, plan, argv, str(SSD_PORT), env)
+    code, out = _run_in_image(engine, plan, argv, str(PORT_DIR), env)
     assert code != 0
     assert "fake-quant modules on detector.backbone" in out
     assert "the SSD port's training loss runs on Ascend cards only" in out and "labels.int()" in out

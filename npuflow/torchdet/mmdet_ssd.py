@@ -69,12 +69,11 @@ class MmdetSSD(nn.Module):
 
     def forward(self, images: list[torch.Tensor] | torch.Tensor, targets: list[dict] | None = None):
         x = self._normalize(images)
-        h, w = x.shape[-2:]
         if self.training:
             assert targets is not None, "training needs targets"
             if x.device.type == "cpu":
                 raise AdapterError(CPU_LOSS)
-            shape = (int(h), int(w), 3)
+            shape = (int(x.shape[-2]), int(x.shape[-1]), 3)
             metas = [{"img_shape": shape, "pad_shape": shape, "ori_shape": shape, "scale_factor": 1.0,
                       "flip": False, "batch_input_shape": shape[:2]} for _ in targets]
             losses = self.detector.forward_train(x, metas, [t["boxes"].float() for t in targets],
@@ -107,11 +106,11 @@ def _total(value: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
 def categories(ann_file: str | Path, classes: list[str]) -> list[int]:
     """The COCO ids of the detector's labels, as the port's CocoDataset maps them (``get_cat_ids(cat_names=
     CLASSES)``: the annotation file's categories named in CLASSES, in the file's order)."""
-    cats = json.loads(Path(ann_file).read_text())["categories"]
-    ids = [c["id"] for c in cats if c["name"] in set(classes)]
+    cats, named = json.loads(Path(ann_file).read_text())["categories"], set(classes)
+    ids = [c["id"] for c in cats if c["name"] in named]
     if len(ids) != len(classes):
         raise AdapterError(f"{ann_file} names {len(ids)} of the checkpoint's {len(classes)} classes: the model "
-                         f"was trained with other categories than this annotation file's")
+                           f"was trained with other categories than this annotation file's")
     return ids
 
 
