@@ -82,18 +82,22 @@ def test_production_starts_what_the_8p_script_starts_one_rank_per_card() -> None
 
 
 def test_one_card_trains_the_1p_scripts_config_and_environment() -> None:
-    """test/train_full_1p.sh: ``tools/train.py configs/ssd/ssd300_coco_npu.py --cfg-options total_epochs=
-    data.samples_per_gpu= --gpu-ids <card>`` after sourcing env_npu.sh and ``export TASK_QUEUE_ENABLE=0``; that
-    config is the 8p one's with the learning rate divided by 8 (one card's batch instead of eight's)."""
+    """test/train_full_1p.sh: ``python3 ./tools/train.py configs/ssd/ssd300_coco_npu.py --cfg-options
+    total_epochs= data.samples_per_gpu= --gpu-ids <card>`` (no launcher) after sourcing env_npu.sh and ``export
+    TASK_QUEUE_ENABLE=0``; that config is the 8p one's with the learning rate divided by 8 (one card's batch
+    instead of eight's)."""
     script = (PORT / "test" / "train_full_1p.sh").read_text()
-    line = next(ln for ln in script.splitlines() if "tools/train.py" in ln)
-    config = shlex.split(line)[2]
+    line = shlex.split(next(ln for ln in script.splitlines() if "tools/train.py" in ln).split(">")[0])
+    config = line[2]
     assert "export TASK_QUEUE_ENABLE=0" in script
     assert re.search(r"lr=2e-3/8\b", (PORT / config).read_text())
-    train = _production(profile="production_1p").stage("train")
+    train = _production(profile="production_1p", devices="5").stage("train")
     argv = train.argv
-    assert argv[argv.index("--nproc_per_node") + 1] == "1" and _entry(argv)[:2] == ["tools/train.py", config]
-    assert train.env["TASK_QUEUE_ENABLE"] == "0" and train.env["ASCEND_RT_VISIBLE_DEVICES"] == "0"
+    assert argv[:3] == ["python", "tools/train.py", config] and line[:2] == ["python3", "./tools/train.py"]
+    # The script's flags, and the run's own work dir; the card is the stage's (the script's --device_id).
+    assert {a for a in argv if a.startswith("--")} == {a for a in line if a.startswith("--")} | {"--work-dir"}
+    assert argv[argv.index("--gpu-ids") + 1] == "5" and line[line.index("--gpu-ids") + 1] == "${device_id}"
+    assert train.env["TASK_QUEUE_ENABLE"] == "0" and "ASCEND_RT_VISIBLE_DEVICES" not in train.env
     ours = _cfg_options(argv)
     assert ours["total_epochs"] == re.search(r"^train_epochs=(\S+)", script, re.M)[1]
     assert ours["data.samples_per_gpu"] == re.search(r"^batch_size=(\S+)", script, re.M)[1]
