@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -105,6 +106,8 @@ class RankWatch(Poller):
 
     Launchers do not always name the rank that died first: paddle's reports whichever container it polls, often
     rank 0 failing in a collective *because* another rank was killed. The first rank to disappear is the cause.
+    Between polls it waits on each rank's pidfd, so an exit wakes it at once: a rank that fails *because* another
+    died (milliseconds later) is seen after it, where two exits within one poll interval came in either order.
     """
 
     RANK_KEYS = (("RANK", "LOCAL_RANK"), ("PADDLE_TRAINER_ID", "PADDLE_LOCAL_RANK"))
@@ -116,6 +119,21 @@ class RankWatch(Poller):
         self.started = time.monotonic()
         self.ranks: dict[int, tuple[str, str]] = {}  # pid -> (rank, local_rank)
         self.exits: list[RankExit] = []
+        self._pidfds: dict[int, int] = {}  # rank pid -> its pidfd (readable once the process has ended)
+
+    def run(self) -> None:
+        try:
+            while not self._halt.is_set():
+                fds = list(self._pidfds.values())
+                if fds:
+                    select.select(fds, [], [], self.every_s)
+                else:
+                    self._halt.wait(self.every_s)
+                self.poll()
+        finally:
+            for fd in self._pidfds.values():
+                os.close(fd)
+            self._pidfds.clear()
 
     def poll(self) -> None:
         import psutil
@@ -141,12 +159,17 @@ class RankWatch(Poller):
                     # A rank's own children (data loader workers) inherit its rank: keep the topmost only.
                     if found and self.ranks.get(proc.ppid()) != found:
                         self.ranks[proc.pid] = found
+                        if self is threading.current_thread():
+                            with contextlib.suppress(OSError):  # gone already, or no pidfd: plain polling
+                                self._pidfds[proc.pid] = os.pidfd_open(proc.pid)
             except psutil.Error:
                 continue
         gone = {e.pid for e in self.exits}
         for pid, (rank, local) in self.ranks.items():
             if pid not in alive and pid not in gone:
                 self.exits.append(RankExit(rank, local, pid, round(time.monotonic() - self.started, 2)))
+                if self is threading.current_thread() and pid in self._pidfds:
+                    os.close(self._pidfds.pop(pid))
 
     @classmethod
     def _rank_of(cls, env: dict[str, str]) -> tuple[str, str] | None:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 
-from npuflow.proc import StageProcess, describe_exit
+from npuflow.proc import RankWatch, StageProcess, describe_exit
 
 # A launcher-like child: forks two grandchildren that would outlive it, prints their pids, then waits.
 SPAWNER = """
@@ -138,3 +139,29 @@ def test_output_beyond_the_backlog_is_kept_in_the_stage_log_and_the_gap_is_said(
     assert proc.dropped_bytes > 0
     assert any("went by faster than the task log" in line for line in lines)
     assert len(lines) < 200000 and (tmp_path / "s.log").read_text().count("\n") == 200000
+
+
+# A launcher of two ranks: rank 1 dies of SIGKILL; rank 0 notices at once (its pipe from rank 1 closes) and exits
+# 50 ms later, as a rank that fails in a collective because another died.
+LAUNCHER = """
+import os, subprocess, sys, time
+r, w = os.pipe()
+rank0 = subprocess.Popen([sys.executable, "-c", "import os, sys, time; os.read(int(sys.argv[1]), 1); "
+                          "time.sleep(0.05); sys.exit(1)", str(r)], env={**os.environ, "RANK": "0"}, pass_fds=[r])
+rank1 = subprocess.Popen([sys.executable, "-c", "import os, signal, sys, time; time.sleep(1.5); "
+                          "os.kill(os.getpid(), signal.SIGKILL)"], env={**os.environ, "RANK": "1"}, pass_fds=[w])
+os.close(r); os.close(w)
+sys.exit(max(rank0.wait(), 1) if rank1.wait() else 0)
+"""
+
+
+def test_the_rank_that_died_first_is_seen_first_when_another_follows_within_milliseconds() -> None:
+    """The rank watch wakes on a rank's exit (its pidfd) instead of finding both gone at its next poll, where
+    they came out in the order it had found them (rank 0 first: the rank that only followed)."""
+    launcher = subprocess.Popen([sys.executable, "-c", LAUNCHER])
+    watch = RankWatch(launcher.pid)
+    watch.start()
+    assert launcher.wait(timeout=30) == 1
+    watch.stop()
+    assert [(e.rank, e.after_s > 1) for e in watch.exits] == [("1", True), ("0", True)], watch.exits
+    assert watch.exits[1].after_s - watch.exits[0].after_s < 0.25  # within one poll interval of each other
