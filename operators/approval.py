@@ -7,6 +7,16 @@ body. "Approve" moves the MLflow alias (:func:`npuflow.registry.crown`) and emit
 "Reject", or no answer within the recipe's ``approval_timeout_hours`` (the default answer is "Reject"), ends the
 task skipped and the champion stays. With nothing to approve (automatic promotion, or a model that lost) the
 task skips at once.
+
+Airflow 3.3.2 can fail the try an answer resumes: when the answer arrives before the scheduler has taken in
+the exit of the worker that parked the task (about one scheduler loop; a program answering as soon as it sees
+``awaiting_input`` does, about one answer in two measured), the scheduler queues the resumed task, then reads
+that exit as "finished with state success, but the task instance's state attribute is queued" and fails it
+(``SchedulerJobRunner._process_executor_events`` exempts a resumed task only while it is still scheduled).
+Nothing has moved then. The task retries (``RETRIES``): its request opens again (the same request, Airflow
+clears the answer it did not deliver; a task may not read it back: the supervisor does not serve
+``GetHITLDetailResponse`` to tasks) and waits for an answer as before. A retry after the registry was
+unreachable on Approve asks again too.
 """
 
 from __future__ import annotations
@@ -25,9 +35,13 @@ if TYPE_CHECKING:
 class PromotionApproval(ApprovalOperator):
     """:param promote_task: the promote stage's task, whose ``promotion`` XCom is the proposal."""
 
+    #: Tries after a failed one (an answer Airflow did not deliver, the registry unreachable), and how soon.
+    RETRIES, RETRY_DELAY = 2, timedelta(seconds=5)
+
     def __init__(self, *, promote_task: str, timeout_hours: float, **kwargs: Any) -> None:
         super().__init__(subject=f"Promote the model of {promote_task} to champion?", defaults=[self.REJECT],
-                         response_timeout=timedelta(hours=timeout_hours), **kwargs)
+                         response_timeout=timedelta(hours=timeout_hours), retries=self.RETRIES,
+                         retry_delay=self.RETRY_DELAY, **kwargs)
         self.promote_task = promote_task
 
     def _proposal(self, context: Context) -> dict[str, Any]:

@@ -30,7 +30,8 @@ for dag_id, dag in bag.dags.items():
                                                                           "description": dag.params.get_param(k).description}
                                                                       for k in dag.params},
         "profile_default": dag.params["profile"],
-        "tasks": [(t.task_id, type(t).__name__, t.pool, t.pool_slots, t.trigger_rule) for t in dag.topological_sort()],
+        "tasks": [(t.task_id, type(t).__name__, t.pool, t.pool_slots, t.trigger_rule, t.retries)
+                  for t in dag.topological_sort()],
         "upstream": {t.task_id: sorted(t.upstream_task_ids) for t in dag.tasks},
     }
 # What the scheduler does on unpause: its own (decoded) timetable, no run yet, catchup off, half an hour after
@@ -107,7 +108,8 @@ def test_dag_shape(loaded: dict, dag_id: str) -> None:
     assert list(tasks)[-8:] == ["report", "gate_fp32", "gate_int8", "track", "promote_fp32", "approve_promote_fp32",
                                 "promote_int8", "approve_promote_int8"]
     assert tasks["approve_promote_fp32"][1] == "PromotionApproval"
-    _, operator, pool, slots, _ = tasks["train"]
+    assert tasks["approve_promote_fp32"][5] == 2  # it asks again when an answer did not take effect
+    _, operator, pool, slots, *_ = tasks["train"]
     assert operator == "RecipeStageOperator"
     assert pool == "npu_devices" and slots in (4, 8)
 
