@@ -130,10 +130,20 @@ class RankWatch(Poller):
                 else:
                     self._halt.wait(self.every_s)
                 self.poll()
+                self._follow_pidfds()
         finally:
             for fd in self._pidfds.values():
                 os.close(fd)
             self._pidfds.clear()
+
+    def _follow_pidfds(self) -> None:
+        """A pidfd for each rank found and not yet gone; closed once it is (this thread's alone)."""
+        gone = {e.pid for e in self.exits}
+        for pid in gone & self._pidfds.keys():
+            os.close(self._pidfds.pop(pid))
+        for pid in self.ranks.keys() - gone - self._pidfds.keys():
+            with contextlib.suppress(OSError):  # gone already, or no pidfd: plain polling
+                self._pidfds[pid] = os.pidfd_open(pid)
 
     def poll(self) -> None:
         import psutil
@@ -159,17 +169,12 @@ class RankWatch(Poller):
                     # A rank's own children (data loader workers) inherit its rank: keep the topmost only.
                     if found and self.ranks.get(proc.ppid()) != found:
                         self.ranks[proc.pid] = found
-                        if self is threading.current_thread():
-                            with contextlib.suppress(OSError):  # gone already, or no pidfd: plain polling
-                                self._pidfds[proc.pid] = os.pidfd_open(proc.pid)
             except psutil.Error:
                 continue
         gone = {e.pid for e in self.exits}
         for pid, (rank, local) in self.ranks.items():
             if pid not in alive and pid not in gone:
                 self.exits.append(RankExit(rank, local, pid, round(time.monotonic() - self.started, 2)))
-                if self is threading.current_thread() and pid in self._pidfds:
-                    os.close(self._pidfds.pop(pid))
 
     @classmethod
     def _rank_of(cls, env: dict[str, str]) -> tuple[str, str] | None:
